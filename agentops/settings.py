@@ -1,0 +1,202 @@
+"""Settings, read from environment variables only.
+
+Every variable is parsed strictly: a bad value stops start-up with a message that names the
+variable (``ImproperlyConfigured: AGENTOPS_LEASE_SECONDS: not a valid integer``). The defaults
+give the embedded deployment (SQLite file, in-process broker, in-memory channel layer); setting
+``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``CHANNEL_LAYER_URL`` gives the distributed one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from environs import Env, EnvError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = Env()
+
+
+def _read(kind: str, name: str, default: Any, **kw: Any) -> Any:
+    try:
+        return getattr(env, kind)(name, default, **kw)
+    except (EnvError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
+def _positive(name: str, default: float, *, integer: bool = False) -> Any:
+    value = _read("int" if integer else "float", name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name}: must be greater than zero, got {value!r}")
+    return value
+
+
+DEBUG = _read("bool", "DJANGO_DEBUG", False)
+_INSECURE_KEY = "agentops-embedded-insecure-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = _read("str", "DJANGO_SECRET_KEY", _INSECURE_KEY)
+ALLOWED_HOSTS = _read("list", "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _read("list", "DJANGO_CSRF_TRUSTED_ORIGINS", [])
+AGENTOPS_APPS: list[str] = [a for a in _read("list", "AGENTOPS_APPS", []) if a]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "agentops",
+    "runs",
+    *AGENTOPS_APPS,
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "agentops.urls"
+ASGI_APPLICATION = "agentops.asgi.application"
+WSGI_APPLICATION = "agentops.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+# --- database -----------------------------------------------------------------------------
+DATA_DIR = Path(_read("path", "AGENTOPS_DATA_DIR", BASE_DIR / "var"))
+_default_db = f"sqlite:///{DATA_DIR / 'agentops.sqlite3'}"
+_db = _read("dj_db_url", "DATABASE_URL", _default_db)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    if _db["NAME"] != ":memory:":
+        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN so
+    # two writers queue on the busy timeout instead of failing with "database is locked"
+    # half-way through a transaction.
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": (
+            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA busy_timeout=30000;"
+        ),
+    }
+    _db["TEST"] = {"NAME": str(DATA_DIR / "test-agentops.sqlite3")}
+elif _db["ENGINE"] in (
+    "django.db.backends.postgresql",
+    "django.db.backends.postgresql_psycopg2",
+):
+    _db["ENGINE"] = "django.db.backends.postgresql"
+    _db.setdefault("CONN_MAX_AGE", 60)
+    _db["CONN_HEALTH_CHECKS"] = True
+else:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL: only sqlite:// and postgres:// are supported, got {_db['ENGINE']}"
+    )
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+IS_SQLITE = _db["ENGINE"] == "django.db.backends.sqlite3"
+
+# --- celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = _read("str", "CELERY_BROKER_URL", "memory://")
+if not CELERY_BROKER_URL.startswith(("memory://", "redis://", "rediss://", "amqp://")):
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL: expected memory://, redis:// or amqp://, got {CELERY_BROKER_URL!r}"
+    )
+EMBEDDED_BROKER = CELERY_BROKER_URL.startswith("memory://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
+    {"polling_interval": 0.02} if EMBEDDED_BROKER else {"visibility_timeout": 3600}
+)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "runs"
+CELERY_TASK_ROUTES = {"runs.sweep_*": {"queue": "sweeps"}}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+
+# --- channels -----------------------------------------------------------------------------
+CHANNEL_LAYER_URL = _read("str", "CHANNEL_LAYER_URL", "memory://")
+if CHANNEL_LAYER_URL.startswith("memory://"):
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+elif CHANNEL_LAYER_URL.startswith(("redis://", "rediss://")):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+        }
+    }
+else:
+    raise ImproperlyConfigured(
+        f"CHANNEL_LAYER_URL: expected memory:// or redis://, got {CHANNEL_LAYER_URL!r}"
+    )
+
+# --- email --------------------------------------------------------------------------------
+EMAIL_BACKEND = _read("str", "EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = str(DATA_DIR / "mail")
+EMAIL_HOST = _read("str", "EMAIL_HOST", "localhost")
+EMAIL_PORT = _read("int", "EMAIL_PORT", 25)
+EMAIL_HOST_USER = _read("str", "EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _read("str", "EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _read("bool", "EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = _read("str", "DEFAULT_FROM_EMAIL", "agentops@localhost")
+
+# --- engine -------------------------------------------------------------------------------
+#: How long a worker's lease on a run lasts without a heartbeat.
+AGENTOPS_LEASE_SECONDS = _positive("AGENTOPS_LEASE_SECONDS", 30.0)
+#: How long one task invocation drives a run before it re-queues it (fair sharing).
+AGENTOPS_SLICE_SECONDS = _positive("AGENTOPS_SLICE_SECONDS", 20.0)
+#: A queued or released run nobody picked up for this long gets its doorbell rung again.
+AGENTOPS_ORPHAN_SECONDS = _positive("AGENTOPS_ORPHAN_SECONDS", 30.0)
+#: Timers due within this many seconds also get a short Celery countdown (the row stays the
+#: source of truth; the sweep is the backstop).
+AGENTOPS_SHORT_TIMER_SECONDS = _positive("AGENTOPS_SHORT_TIMER_SECONDS", 60.0)
+#: Worker threads of the embedded deployment.
+AGENTOPS_EMBEDDED_WORKERS = _positive("AGENTOPS_EMBEDDED_WORKERS", 4, integer=True)
+#: Interval of the beat sweeps written by the migration (seconds); admins tune them in admin.
+AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
+
+# --- the rest -----------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+LOGIN_URL = "/admin/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _read("str", "AGENTOPS_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,763 @@
+"""The context a workflow receives: durable steps, timers, signals, progress and usage.
+
+Replay invariant: the n-th durable call of a run (step, sleep, wait, compensation) is keyed by
+(run, n). If its checkpoint exists, the call returns the stored output (or re-raises the
+stored error) without doing anything; a different name at n is a non-determinism error.
+Checkpoints are loaded once per drive, so replaying n steps costs O(n), not O(n²).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from runs import breaker
+from runs.audit import Event
+from runs.budget import exhausted_reason, new_warnings
+from runs.exceptions import (
+    BudgetExceeded,
+    LeaseLost,
+    NonDeterminismError,
+    StepFailed,
+    StepOutputError,
+    StepTimeout,
+    StopRequested,
+    Suspend,
+    YieldSlice,
+)
+from runs.models import Run, RunStatus, Signal, Step, StepAttempt, TeamDailySpend, WaitKind
+from runs.redact import redact
+from runs.retry import error_dict, is_retryable
+
+if TYPE_CHECKING:
+    from runs.workflow import RetryPolicy, WorkflowDef
+
+#: Set when the worker is shutting down (SIGTERM): runs stop at the next step boundary.
+SHUTDOWN = threading.Event()
+_UNSET: Any = object()
+Kind = Step.Kind
+
+
+class PauseRequested(BudgetExceeded):
+    """A person asked a held run to pause; it pauses at this step boundary."""
+
+
+@dataclass
+class Checkpoint:
+    seq: int
+    name: str
+    kind: str
+    status: str
+    output: Any = None
+    error: Any = None
+
+
+@dataclass
+class _LiveStep:
+    seq: int
+    name: str
+    attempt: int
+    usd: Decimal = Decimal(0)
+    tokens: int = 0
+
+
+@dataclass
+class Flags:
+    """What the heartbeat saw last: read by the workflow through ``ctx.cancelled``."""
+
+    stop: bool = False
+    lease_lost: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_json(name: str, value: Any) -> Any:
+    """The value as it is stored and replayed, or ``StepOutputError`` naming the step."""
+    try:
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StepOutputError(
+            f"step {name!r} returned {type(value).__name__}, which cannot be stored as JSON "
+            f"({exc}); return plain data: dict, list, str, int, float, bool or None"
+        ) from None
+
+
+class Context:
+    """Given to ``fn(ctx, data)``. Not thread-safe: call it from the workflow's thread, except
+    ``usage`` and ``cancelled``, which a step function may use from its timeout thread."""
+
+    def __init__(
+        self,
+        run: Run,
+        wf: WorkflowDef,
+        *,
+        worker: str,
+        actor: str,
+        checkpoints: dict[int, Checkpoint],
+        failed_attempts: dict[int, int],
+        flags: Flags,
+    ) -> None:
+        self.run_id = run.pk
+        self.run = run
+        self.wf = wf
+        self.worker = worker
+        self.actor = actor
+        self._checkpoints = checkpoints
+        self._max_recorded = max(checkpoints, default=0)
+        self._failed_attempts = failed_attempts
+        self._flags = flags
+        self._seq = 0
+        self._current: _LiveStep | None = None
+        self._compensations: list[tuple[str, Callable[..., Any], Any]] = []
+        self._compensating = False
+        self._stopping = bool(run.stop_requested)
+        self._slice_start = time.monotonic()
+        self._live_steps = 0
+        self._last_progress = 0.0
+        self._progress: dict[str, Any] = dict(run.progress or {})
+        self.lease_seconds = float(settings.AGENTOPS_LEASE_SECONDS)
+        self.slice_seconds = float(settings.AGENTOPS_SLICE_SECONDS)
+
+    # ------------------------------------------------------------------ small public API
+    @property
+    def input(self) -> Any:
+        return self.run.input
+
+    @property
+    def replaying(self) -> bool:
+        """True while the workflow is re-executing recorded checkpoints."""
+        return self._seq < self._max_recorded
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation (or the deadline) was requested; long steps may poll it."""
+        return self._stopping or self._flags.stop
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number of the step running now (1-based)."""
+        return self._current.attempt if self._current else 0
+
+    def idempotency_key(self) -> str:
+        """A stable key for the step running now (or, outside a step, the next one):
+        run id + step number. Pass it to external side effects so a retried or recovered step
+        is applied once."""
+        seq = self._current.seq if self._current else self._seq + 1
+        return f"{self.run_id}:{seq}"
+
+    def usage(self, *, usd: float | Decimal | str = 0, tokens: int = 0) -> None:
+        """Report what the step running now spent; charged in its checkpoint transaction."""
+        current = self._current
+        if current is None:
+            raise RuntimeError("ctx.usage() reports a step's spend: call it inside the step")
+        amount = Decimal(str(usd))
+        if amount < 0 or tokens < 0:
+            raise ValueError("usage cannot be negative")
+        current.usd += amount
+        current.tokens += int(tokens)
+
+    def set_partial_result(self, value: Any) -> None:
+        """Keep a partial result on the run (shown while it runs, kept if it stops early)."""
+        if self.replaying:
+            return
+        value = redact(to_json("partial result", value))
+        Run.objects.filter(pk=self.run_id, lease_owner=self.worker).update(
+            result=value, result_is_partial=True, updated_at=timezone.now()
+        )
+
+    def progress(
+        self,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        stage: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress. Writes are throttled to one a second (plus stage changes and the
+        last one); nothing is written while replaying."""
+        if self.replaying:
+            return
+        new = dict(self._progress)
+        for k, v in (("done", done), ("total", total), ("stage", stage), ("message", message)):
+            if v is not None:
+                new[k] = v
+        stage_changed = new.get("stage") != self._progress.get("stage")
+        finished = new.get("total") is not None and new.get("done") == new.get("total")
+        self._progress = new
+        mono = time.monotonic()
+        if not (stage_changed or finished or mono - self._last_progress >= 1.0):
+            return
+        self._last_progress = mono
+        now = timezone.now()
+        new["updated_at"] = now.isoformat()
+        with transaction.atomic():
+            n = Run.objects.filter(pk=self.run_id, lease_owner=self.worker).update(
+                progress=new, updated_at=now
+            )
+            if n and stage_changed:
+                Event.append(
+                    "run.progress",
+                    run_id=self.run_id,
+                    team_id=self.run.team_id,
+                    actor=self.actor,
+                    data={k: new.get(k) for k in ("done", "total", "stage", "message")},
+                    locked=True,
+                )
+
+    # ------------------------------------------------------------------ steps
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: float | timedelta | None = _UNSET,
+        retry: RetryPolicy | None = None,
+        service: str | None = None,
+        fallback: Callable[..., Any] | None = None,
+        fallback_service: str | None = None,
+        compensate: Callable[[Any], Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` once, durably, and return its (JSON) output.
+
+        ``retry`` overrides the workflow's policy; ``timeout`` bounds one attempt; ``service``
+        names the external service for its circuit breaker; ``fallback`` (same arguments) runs
+        when the primary's retries are exhausted or its circuit is open; ``compensate(output)``
+        undoes the step if the run is later cancelled or fails.
+        """
+        return self._step(
+            name,
+            fn,
+            args,
+            kwargs,
+            kind=Kind.STEP,
+            timeout=timeout,
+            retry=retry,
+            service=service,
+            fallback=fallback,
+            fallback_service=fallback_service,
+            compensate=compensate,
+        )
+
+    def _step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        kind: str,
+        timeout: Any = _UNSET,
+        retry: RetryPolicy | None = None,
+        service: str | None = None,
+        fallback: Callable[..., Any] | None = None,
+        fallback_service: str | None = None,
+        compensate: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        seq = self._seq + 1
+        cp = self._checkpoints.get(seq)
+        self._stop_point(cp)
+        if cp is not None:
+            self._check_determinism(seq, cp, name, kind)
+            self._seq = seq
+            if cp.status == Step.Status.COMPLETED:
+                if compensate is not None:
+                    self._compensations.append((name, compensate, cp.output))
+                return cp.output
+            raise StepFailed(name, cp.error or {})
+        self._seq = seq
+        self._before_live_step(count_budget=kind == Kind.STEP)
+        policy = retry or self.wf.retry
+        if timeout is _UNSET:
+            timeout = self.wf.step_timeout
+        if isinstance(timeout, timedelta):
+            timeout = timeout.total_seconds()
+        attempt = self._failed_attempts.get(seq, 0) + 1
+        call, used_service, via_fallback = fn, service, False
+        if service:
+            until = breaker.blocked_until(service)
+            if until is not None:
+                if fallback is None:
+                    raise Suspend(WaitKind.CIRCUIT, wake_at=until, waiting_for=service)
+                call, used_service, via_fallback = fallback, fallback_service, True
+        started = timezone.now()
+        try:
+            output = self._call(seq, name, attempt, call, args, kwargs, timeout)
+            output = redact(to_json(name, output))
+        except StepOutputError as exc:
+            self._fail(seq, name, kind, attempt, exc, started, service=used_service or "")
+        except Exception as exc:
+            retryable = is_retryable(exc)
+            if used_service and retryable:
+                breaker.record_failure(used_service, retrying=attempt < policy.max_attempts)
+            if retryable and attempt < policy.max_attempts:
+                self._schedule_retry(seq, name, attempt, exc, started, policy, used_service)
+            if retryable and fallback is not None and not via_fallback:
+                self._record_attempt(
+                    seq,
+                    name,
+                    attempt,
+                    StepAttempt.Outcome.EXHAUSTED,
+                    exc,
+                    started,
+                    service=used_service or "",
+                )
+                attempt += 1
+                used_service, via_fallback = fallback_service, True
+                started = timezone.now()
+                try:
+                    output = self._call(seq, name, attempt, fallback, args, kwargs, timeout)
+                    output = redact(to_json(name, output))
+                except Exception as exc2:
+                    self._fail(seq, name, kind, attempt, exc2, started, service=used_service or "")
+            else:
+                self._fail(seq, name, kind, attempt, exc, started, service=used_service or "")
+        if used_service:
+            breaker.record_success(used_service)
+        self._checkpoint(
+            seq,
+            name,
+            kind=kind,
+            status=Step.Status.COMPLETED,
+            output=output,
+            attempts=attempt,
+            started=started,
+            service=used_service or "",
+            via_fallback=via_fallback,
+        )
+        if compensate is not None:
+            self._compensations.append((name, compensate, output))
+        return output
+
+    def _call(
+        self,
+        seq: int,
+        name: str,
+        attempt: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        self._current = _LiveStep(seq, name, attempt)
+        try:
+            if not timeout:
+                return fn(*args, **kwargs)
+            # A step with a timeout runs in its own thread so the worker can give up on it.
+            # Python cannot kill a thread: a step that ignores the timeout keeps running in
+            # the background, but its late result is never recorded (the attempt is over).
+            deadline = timezone.now() + timedelta(seconds=timeout)
+            Run.objects.filter(pk=self.run_id, lease_owner=self.worker).update(
+                step_deadline_at=deadline + timedelta(seconds=self.lease_seconds)
+            )
+
+            def target() -> Any:
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    connections.close_all()
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"step-{name[:20]}")
+            future = pool.submit(target)
+            try:
+                return future.result(timeout=timeout)
+            except FutureTimeout:
+                raise StepTimeout(
+                    f"step {name!r} did not finish within {timeout:g}s (attempt {attempt})"
+                ) from None
+            finally:
+                pool.shutdown(wait=False)
+        finally:
+            self._usage_of_last = self._current
+            self._current = None
+
+    # ------------------------------------------------------------------ timers and signals
+    def sleep(self, name: str, duration: float | timedelta) -> None:
+        """Sleep durably: the run waits holding no worker and no broker message."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+        seq, cp = self._wait_point(name, Kind.SLEEP)
+        if cp is not None and cp.status == Step.Status.COMPLETED:
+            return
+        now = timezone.now()
+        if cp is None:
+            wake_at = now + timedelta(seconds=float(seconds))
+            cp = self._checkpoint(
+                seq,
+                name,
+                kind=Kind.SLEEP,
+                status=Step.Status.PENDING,
+                output={"wake_at": wake_at.isoformat()},
+                started=now,
+                charge=False,
+            )
+        wake_at = parse_datetime(cp.output["wake_at"])
+        assert wake_at is not None
+        if now >= wake_at:
+            self._complete_pending(seq, name, Kind.SLEEP, cp.output)
+            return
+        raise Suspend(WaitKind.TIMER, wake_at=wake_at)
+
+    def wait_for_event(self, name: str, *, timeout: float | timedelta | None = None) -> Any:
+        """Wait durably for the signal ``name``; returns its payload, or None on timeout.
+
+        A signal that arrived before the wait is kept and consumed here; each signal is
+        consumed by exactly one wait.
+        """
+        seq, cp = self._wait_point(name, Kind.WAIT)
+        if cp is not None and cp.status == Step.Status.COMPLETED:
+            return (cp.output or {}).get("payload")
+        now = timezone.now()
+        if cp is None:
+            seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+            deadline = now + timedelta(seconds=float(seconds)) if seconds else None
+            cp = self._checkpoint(
+                seq,
+                name,
+                kind=Kind.WAIT,
+                status=Step.Status.PENDING,
+                output={"deadline": deadline.isoformat() if deadline else None},
+                started=now,
+                charge=False,
+            )
+        deadline = parse_datetime(cp.output["deadline"]) if cp.output.get("deadline") else None
+        with transaction.atomic():
+            signal = (
+                Signal.objects.select_for_update()
+                .filter(run_id=self.run_id, name=name, consumed_seq__isnull=True)
+                .order_by("id")
+                .first()
+            )
+            if signal is not None:
+                Signal.objects.filter(pk=signal.pk).update(consumed_seq=seq)
+                output = {"payload": signal.payload, "signal_id": signal.pk, "timed_out": False}
+                self._complete_pending(seq, name, Kind.WAIT, output)
+                return signal.payload
+        if deadline is not None and now >= deadline:
+            self._complete_pending(seq, name, Kind.WAIT, {"payload": None, "timed_out": True})
+            return None
+        raise Suspend(WaitKind.EVENT, wake_at=deadline, waiting_for=name)
+
+    def _wait_point(self, name: str, kind: str) -> tuple[int, Checkpoint | None]:
+        seq = self._seq + 1
+        cp = self._checkpoints.get(seq)
+        self._stop_point(cp)
+        if cp is not None:
+            self._check_determinism(seq, cp, name, kind)
+        self._seq = seq
+        if cp is None or cp.status == Step.Status.PENDING:
+            self._before_live_step(count_budget=False)
+        return seq, cp
+
+    # ------------------------------------------------------------------ checks
+    def _stop_point(self, cp: Checkpoint | None) -> None:
+        """While stopping, replay runs up to the first call that is not done, then unwinds."""
+        if self._compensating or not self._stopping:
+            return
+        if cp is None or cp.kind == Kind.COMPENSATION or cp.status == Step.Status.PENDING:
+            raise StopRequested()
+
+    def _check_determinism(self, seq: int, cp: Checkpoint, name: str, kind: str) -> None:
+        if cp.name != name or cp.kind != kind:
+            raise NonDeterminismError(
+                f"non-determinism at step {seq}: the run recorded {cp.kind} {cp.name!r} there, "
+                f"but the workflow {self.wf.name!r} (version {self.wf.version}) now calls "
+                f"{kind} {name!r}. The workflow code changed under a running run, or it "
+                "branches on something that is not a step output (time, randomness, I/O)."
+            )
+
+    def _before_live_step(self, *, count_budget: bool) -> None:
+        """Checked before every step: lease, shutdown, time slice, cancel, pause, budget."""
+        if self._compensating:
+            return
+        if self._flags.lease_lost:
+            raise LeaseLost()
+        if self._live_steps and (
+            SHUTDOWN.is_set() or time.monotonic() - self._slice_start > self.slice_seconds
+        ):
+            raise YieldSlice()
+        row = (
+            Run.objects.filter(pk=self.run_id)
+            .values(
+                "stop_requested",
+                "pause_requested",
+                "pause_reason",
+                "lease_owner",
+                "limit_usd",
+                "limit_tokens",
+                "limit_actions",
+                "limit_wall_seconds",
+                "spent_usd",
+                "spent_tokens",
+                "spent_actions",
+                "budget_warned",
+            )
+            .first()
+        )
+        if row is None or row.pop("lease_owner") != self.worker:
+            raise LeaseLost()
+        for key, value in row.items():
+            setattr(self.run, key, value)
+        if row["stop_requested"]:
+            self._stopping = True
+            raise StopRequested()
+        if row["pause_requested"]:
+            raise PauseRequested(row["pause_reason"] or "paused by a person")
+        if count_budget:
+            reason = exhausted_reason(self.run)
+            if reason:
+                raise BudgetExceeded(reason)
+        self._live_steps += 1
+
+    # ------------------------------------------------------------------ writes
+    def _guard(self, now: datetime, **extra: Any) -> None:
+        """The lease check every checkpoint write starts with (and a lease renewal)."""
+        idle = self.run.idle_timeout_seconds
+        n = Run.objects.filter(
+            pk=self.run_id, lease_owner=self.worker, status=RunStatus.RUNNING
+        ).update(
+            last_activity_at=now,
+            idle_deadline_at=now + timedelta(seconds=idle) if idle else None,
+            lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+            step_deadline_at=None,
+            updated_at=now,
+            **extra,
+        )
+        if not n:
+            raise LeaseLost()
+
+    def _checkpoint(
+        self,
+        seq: int,
+        name: str,
+        *,
+        kind: str,
+        status: str,
+        started: datetime,
+        output: Any = None,
+        error: Any = None,
+        attempts: int = 1,
+        service: str = "",
+        via_fallback: bool = False,
+        charge: bool = True,
+    ) -> Checkpoint:
+        """Store the step's checkpoint, its event and its spend in one transaction."""
+        now = timezone.now()
+        live = getattr(self, "_usage_of_last", None)
+        usd = live.usd if (charge and live and live.seq == seq) else Decimal(0)
+        tokens = live.tokens if (charge and live and live.seq == seq) else 0
+        actions = 1 if (charge and kind == Kind.STEP) else 0
+        with transaction.atomic():
+            self._guard(
+                now,
+                spent_actions=F("spent_actions") + actions,
+                spent_usd=F("spent_usd") + usd,
+                spent_tokens=F("spent_tokens") + tokens,
+            )
+            Step.objects.create(
+                run_id=self.run_id,
+                seq=seq,
+                name=name,
+                kind=kind,
+                status=status,
+                output=output,
+                error=error,
+                attempts=attempts,
+                service=service,
+                via_fallback=via_fallback,
+                usage_usd=usd,
+                usage_tokens=tokens,
+                started_at=started,
+                finished_at=now if status != Step.Status.PENDING else None,
+            )
+            if usd or tokens:
+                TeamDailySpend.charge(self.run.team_id, usd=usd, tokens=tokens, day=now.date())
+            data: dict[str, Any] = {
+                "seq": seq,
+                "name": name,
+                "kind": kind,
+                "attempts": attempts,
+                "duration_ms": round((now - started).total_seconds() * 1000, 2),
+            }
+            if usd or tokens:
+                data["usage"] = {"usd": str(usd), "tokens": tokens}
+            if service:
+                data["service"] = service
+            if via_fallback:
+                data["via_fallback"] = True
+            if error:
+                data["error"] = error
+            event = {
+                Step.Status.COMPLETED: "step.completed",
+                Step.Status.FAILED: "step.failed",
+                Step.Status.PENDING: "step.waiting",
+            }[status]
+            Event.append(
+                event,
+                run_id=self.run_id,
+                team_id=self.run.team_id,
+                actor=self.actor,
+                data=data,
+                locked=True,
+            )
+            self.run.spent_actions += actions
+            self.run.spent_usd += usd
+            self.run.spent_tokens += tokens
+            if charge and (usd or tokens or actions):
+                self._warn_budgets()
+        cp = Checkpoint(seq, name, kind, status, output, error)
+        self._checkpoints[seq] = cp
+        return cp
+
+    def _warn_budgets(self) -> None:
+        warnings = new_warnings(self.run)
+        if not warnings:
+            return
+        self.run.budget_warned = [*self.run.budget_warned, *(k for k, _ in warnings)]
+        Run.objects.filter(pk=self.run_id).update(budget_warned=self.run.budget_warned)
+        for kind, frac in warnings:
+            Event.append(
+                "budget.warning",
+                run_id=self.run_id,
+                team_id=self.run.team_id,
+                actor=self.actor,
+                data={"budget": kind, "fraction": frac},
+                locked=True,
+            )
+
+    def _complete_pending(self, seq: int, name: str, kind: str, output: Any) -> None:
+        now = timezone.now()
+        with transaction.atomic():
+            self._guard(now)
+            Step.objects.filter(run_id=self.run_id, seq=seq).update(
+                status=Step.Status.COMPLETED, output=output, finished_at=now
+            )
+            Event.append(
+                "step.completed",
+                run_id=self.run_id,
+                team_id=self.run.team_id,
+                actor=self.actor,
+                data={"seq": seq, "name": name, "kind": kind},
+                locked=True,
+            )
+        self._checkpoints[seq] = Checkpoint(seq, name, kind, Step.Status.COMPLETED, output)
+
+    def _record_attempt(
+        self,
+        seq: int,
+        name: str,
+        attempt: int,
+        outcome: str,
+        exc: BaseException,
+        started: datetime,
+        *,
+        service: str = "",
+        retry_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        now = timezone.now()
+        err = error_dict(exc)
+        with transaction.atomic():
+            self._guard(now)
+            StepAttempt.objects.create(
+                run_id=self.run_id,
+                seq=seq,
+                name=name,
+                attempt=attempt,
+                outcome=outcome,
+                error=err,
+                service=service,
+                worker=self.worker,
+                started_at=started,
+                finished_at=now,
+                retry_at=retry_at,
+            )
+            data = {"seq": seq, "name": name, "attempt": attempt, "outcome": outcome, "error": err}
+            if retry_at:
+                data["retry_at"] = retry_at.isoformat()
+            if service:
+                data["service"] = service
+            Event.append(
+                "step.attempt_failed",
+                run_id=self.run_id,
+                team_id=self.run.team_id,
+                actor=self.actor,
+                data=data,
+                locked=True,
+            )
+        return err
+
+    def _schedule_retry(
+        self,
+        seq: int,
+        name: str,
+        attempt: int,
+        exc: BaseException,
+        started: datetime,
+        policy: RetryPolicy,
+        service: str | None,
+    ) -> None:
+        retry_at = timezone.now() + timedelta(seconds=policy.delay(attempt))
+        outcome = (
+            StepAttempt.Outcome.TIMEOUT
+            if isinstance(exc, StepTimeout)
+            else StepAttempt.Outcome.RETRYABLE
+        )
+        self._record_attempt(
+            seq, name, attempt, outcome, exc, started, service=service or "", retry_at=retry_at
+        )
+        self._failed_attempts[seq] = attempt
+        raise Suspend(WaitKind.RETRY, wake_at=retry_at, waiting_for=name)
+
+    def _fail(
+        self,
+        seq: int,
+        name: str,
+        kind: str,
+        attempt: int,
+        exc: BaseException,
+        started: datetime,
+        *,
+        service: str = "",
+    ) -> None:
+        outcome = (
+            StepAttempt.Outcome.EXHAUSTED if is_retryable(exc) else StepAttempt.Outcome.PERMANENT
+        )
+        err = self._record_attempt(seq, name, attempt, outcome, exc, started, service=service)
+        self._checkpoint(
+            seq,
+            name,
+            kind=kind,
+            status=Step.Status.FAILED,
+            error=err,
+            attempts=attempt,
+            started=started,
+            service=service,
+        )
+        raise StepFailed(name, err)
+
+    # ------------------------------------------------------------------ compensations
+    def run_compensations(self) -> list[dict[str, Any]]:
+        """Undo completed steps in reverse order; each undo is itself a durable step, so a
+        crash half-way through does not undo anything twice."""
+        self._compensating = True
+        failures = []
+        for name, fn, output in reversed(self._compensations):
+            try:
+                self._step(f"compensate:{name}", fn, (output,), {}, kind=Kind.COMPENSATION)
+            except StepFailed as exc:
+                failures.append({"step": name, "error": exc.error})
+        self._compensations.clear()
+        return failures

@@ -1,0 +1,402 @@
+"""The engine: take a run's lease, replay it from its checkpoints, drive it for one time slice.
+
+Called by the Celery task ``runs.drive`` with nothing but a run id. Invariants:
+- at most one worker drives a run: the lease is taken with one conditional UPDATE and every
+  checkpoint write re-checks it (a worker that lost its lease writes nothing more);
+- the run leaves this function holding no lease: finished, waiting (a durable timer, holding no
+  worker and no broker message), paused, or released and re-rung for the next slice;
+- a worker killed at any point loses at most the step in flight: its lease lapses, the sweep
+  rings again, and the next worker resumes from the checkpoints (counted as a recovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from runs import doorbell
+from runs.audit import Event
+from runs.context import Checkpoint, Context, Flags, to_json
+from runs.exceptions import (
+    BudgetExceeded,
+    LeaseLost,
+    NonDeterminismError,
+    StepFailed,
+    StopRequested,
+    Suspend,
+    UnknownWorkflow,
+    YieldSlice,
+)
+from runs.models import Run, RunStatus, Signal, Step, StepAttempt, WaitKind
+from runs.redact import redact
+from runs.retry import error_dict
+from runs.workflow import get_workflow
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+
+
+def worker_actor() -> str:
+    return f"worker:{HOST}:{os.getpid()}"
+
+
+def new_lease_token() -> str:
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class Heartbeat(threading.Thread):
+    """Renews the lease while a step runs and relays cancellation to ``ctx.cancelled``."""
+
+    def __init__(self, run_id: Any, token: str, flags: Flags, lease_seconds: float) -> None:
+        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
+        self.run_id, self.token, self.flags = run_id, token, flags
+        self.lease_seconds = lease_seconds
+        self.interval = max(lease_seconds / 3, 0.2)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(self.interval):
+                now = timezone.now()
+                renewed = Run.objects.filter(
+                    pk=self.run_id, lease_owner=self.token, status=RunStatus.RUNNING
+                ).update(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
+                if not renewed:
+                    self.flags.lease_lost = True
+                    return
+                stop = (
+                    Run.objects.filter(pk=self.run_id)
+                    .values_list("stop_requested", flat=True)
+                    .first()
+                )
+                self.flags.stop = bool(stop)
+        except Exception:  # a heartbeat failure only risks the lease, never the run
+            log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
+        finally:
+            connection.close()
+
+    def halt(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
+    """Take the run if it is runnable and nobody holds it; None otherwise.
+
+    A queued run starts; a running run whose lease expired is a recovery.
+    """
+    now = timezone.now()
+    row = (
+        Run.objects.filter(pk=run_id)
+        .values("status", "lease_owner", "lease_expires_at", "idle_timeout_seconds")
+        .first()
+    )
+    if row is None or row["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
+        return None
+    expires = row["lease_expires_at"]
+    if expires is not None and expires >= now:
+        return None
+    lease = timedelta(seconds=float(settings.AGENTOPS_LEASE_SECONDS))
+    idle = row["idle_timeout_seconds"]
+    fields: dict[str, Any] = {
+        "lease_owner": token,
+        "lease_expires_at": now + lease,
+        "last_activity_at": now,
+        "idle_deadline_at": now + timedelta(seconds=idle) if idle else None,
+        "rung_at": None,
+    }
+    guard = Q(lease_expires_at=expires) if expires else Q(lease_expires_at__isnull=True)
+    if row["status"] == RunStatus.QUEUED:
+        taken = Run.transition(
+            run_id,
+            to=RunStatus.RUNNING,
+            from_=[RunStatus.QUEUED],
+            guard=guard,
+            event="run.started",
+            actor=actor,
+            data={"worker": token},
+            started_at=now,
+            **fields,
+        )
+    else:
+        with transaction.atomic():
+            taken = bool(
+                Run.objects.filter(pk=run_id, status=RunStatus.RUNNING)
+                .filter(guard)
+                .update(
+                    updated_at=now,
+                    recoveries=F("recoveries") + (1 if expires else 0),
+                    **fields,
+                )
+            )
+            if taken and expires:
+                Event.append(
+                    "run.recovered",
+                    run_id=run_id,
+                    actor=actor,
+                    locked=True,
+                    team_id=Run.objects.filter(pk=run_id).values_list("team_id", flat=True)[0],
+                    data={"previous_worker": row["lease_owner"], "worker": token},
+                )
+    if not taken:
+        return None
+    return Run.objects.select_related("team").get(pk=run_id)
+
+
+def load_checkpoints(run_id: Any) -> tuple[dict[int, Checkpoint], dict[int, int]]:
+    cps = {
+        seq: Checkpoint(seq, name, kind, status, output, error)
+        for seq, name, kind, status, output, error in Step.objects.filter(run_id=run_id)
+        .order_by("seq")
+        .values_list("seq", "name", "kind", "status", "output", "error")
+        .iterator(chunk_size=5000)
+    }
+    attempts: dict[int, int] = {}
+    for seq, attempt in StepAttempt.objects.filter(run_id=run_id).values_list("seq", "attempt"):
+        attempts[seq] = max(attempts.get(seq, 0), attempt)
+    return cps, attempts
+
+
+def drive(run_id: Any, *, token: str | None = None) -> str:
+    """Drive one run for one slice. Returns what happened (for logs and tests)."""
+    token = token or new_lease_token()
+    actor = worker_actor()
+    run = take_lease(run_id, token, actor=actor)
+    if run is None:
+        return "skipped"
+    mine = Q(lease_owner=token)
+    try:
+        wf = get_workflow(run.workflow)
+    except UnknownWorkflow as exc:
+        _finish(
+            run,
+            RunStatus.FAILED,
+            "run.failed",
+            actor,
+            mine,
+            error={
+                "type": "UnknownWorkflow",
+                "message": str(exc),
+                "retryable": False,
+            },
+        )
+        return "failed"
+    if run.pause_requested and not run.stop_requested:
+        _pause(run, run.pause_reason or "paused by a person", actor, mine, by="person")
+        return "paused"
+    checkpoints, attempts = load_checkpoints(run.pk)
+    flags = Flags()
+    ctx = Context(
+        run,
+        wf,
+        worker=token,
+        actor=actor,
+        checkpoints=checkpoints,
+        failed_attempts=attempts,
+        flags=flags,
+    )
+    heartbeat = Heartbeat(run.pk, token, flags, ctx.lease_seconds)
+    heartbeat.start()
+    try:
+        return _execute(ctx, run, wf, actor, mine)
+    finally:
+        heartbeat.halt()
+
+
+def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
+    try:
+        data = wf.parse_input(run.input)
+        result = wf.fn(ctx, data)
+        result = redact(to_json("the workflow's result", result))
+    except StopRequested:
+        failures = ctx.run_compensations()
+        why = Run.objects.filter(pk=run.pk).values_list("stop_requested", flat=True)[0]
+        to = RunStatus.TIMED_OUT if why == "timeout" else RunStatus.CANCELLED
+        _finish(
+            run,
+            to,
+            f"run.{to}",
+            actor,
+            mine,
+            error=(
+                {"type": "DeadlineExceeded", "message": "the run's deadline passed"}
+                if to == RunStatus.TIMED_OUT
+                else None
+            ),
+            data={"compensation_failures": failures} if failures else None,
+        )
+        return str(to)
+    except Suspend as s:
+        _suspend(run, s, actor, mine)
+        return "waiting"
+    except BudgetExceeded as b:
+        from runs.context import PauseRequested
+
+        _pause(
+            run, b.reason, actor, mine, by="person" if isinstance(b, PauseRequested) else "budget"
+        )
+        return "paused"
+    except YieldSlice:
+        _release(run, mine)
+        return "yielded"
+    except LeaseLost:
+        log.info("run %s: lease lost, abandoning this slice", run.pk)
+        return "lease-lost"
+    except NonDeterminismError as exc:
+        _finish(run, RunStatus.FAILED, "run.failed", actor, mine, error=error_dict(exc))
+        return "failed"
+    except Exception as exc:
+        err = exc.error if isinstance(exc, StepFailed) else error_dict(exc)
+        if isinstance(exc, StepFailed):
+            err = {**err, "step": exc.step_name}
+        try:
+            failures = ctx.run_compensations()
+        except (Suspend, YieldSlice, LeaseLost) as s:
+            # A compensation is waiting for its retry: the run fails once it is done.
+            if isinstance(s, Suspend):
+                _suspend(run, s, actor, mine)
+            elif isinstance(s, YieldSlice):
+                _release(run, mine)
+            return "compensating"
+        _finish(
+            run,
+            RunStatus.FAILED,
+            "run.failed",
+            actor,
+            mine,
+            error=err,
+            data={"compensation_failures": failures} if failures else None,
+        )
+        return "failed"
+    except BaseException:
+        # KeyboardInterrupt/SystemExit mid-run: hand the run back before going down.
+        _release(run, mine)
+        raise
+    if not Run.transition(
+        run.pk,
+        to=RunStatus.SUCCEEDED,
+        from_=[RunStatus.RUNNING],
+        guard=mine,
+        event="run.succeeded",
+        actor=actor,
+        result=result,
+        result_is_partial=False,
+        data={"steps": ctx._seq},
+    ):
+        return "lease-lost"
+    return "succeeded"
+
+
+def _finish(
+    run: Run,
+    to: str,
+    event: str,
+    actor: str,
+    mine: Q,
+    *,
+    error: Any = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    fields: dict[str, Any] = {}
+    if error is not None:
+        fields["error"] = error
+    Run.transition(
+        run.pk,
+        to=to,
+        from_=[RunStatus.RUNNING],
+        guard=mine,
+        event=event,
+        actor=actor,
+        data={**({"error": error} if error else {}), **(data or {})},
+        **fields,
+    )
+
+
+def _pause(run: Run, reason: str, actor: str, mine: Q, *, by: str) -> None:
+    Run.transition(
+        run.pk,
+        to=RunStatus.PAUSED,
+        from_=[RunStatus.RUNNING],
+        guard=mine,
+        event="run.paused",
+        actor=actor,
+        data={"reason": reason, "by": by},
+        pause_reason=reason,
+        pause_requested=False,
+        lease_owner="",
+        lease_expires_at=None,
+        step_deadline_at=None,
+        idle_deadline_at=None,
+    )
+
+
+def _release(run: Run, mine: Q) -> None:
+    """Hand the run back (still runnable) and ring so another slice picks it up."""
+    now = timezone.now()
+    with transaction.atomic():
+        released = (
+            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING)
+            .filter(mine)
+            .update(
+                lease_owner="",
+                lease_expires_at=None,
+                step_deadline_at=None,
+                rung_at=now,
+                updated_at=now,
+            )
+        )
+        if released:
+            doorbell.ring(run.pk)
+
+
+def _suspend(run: Run, s: Suspend, actor: str, mine: Q) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the row before looking for signals: ``Run.signal`` takes the same lock.
+        list(Run.objects.select_for_update().filter(pk=run.pk).values_list("pk"))
+        if (
+            s.kind == WaitKind.EVENT
+            and Signal.objects.filter(
+                run_id=run.pk, name=s.waiting_for, consumed_seq__isnull=True
+            ).exists()
+        ):
+            _release(run, mine)
+            return
+        moved = Run.transition(
+            run.pk,
+            to=RunStatus.WAITING,
+            from_=[RunStatus.RUNNING],
+            guard=mine & Q(stop_requested="", pause_requested=False),
+            event="run.waiting",
+            actor=actor,
+            data={
+                "kind": s.kind,
+                "for": s.waiting_for or None,
+                "wake_at": s.wake_at.isoformat() if s.wake_at else None,
+            },
+            wait_kind=s.kind,
+            waiting_for=s.waiting_for,
+            wake_at=s.wake_at,
+            lease_owner="",
+            lease_expires_at=None,
+            step_deadline_at=None,
+            idle_deadline_at=None,
+        )
+        if not moved:
+            # Cancelled or paused while we were suspending: the next slice handles it.
+            _release(run, mine)
+            return
+        if s.wake_at is not None:
+            delay = (s.wake_at - now).total_seconds()
+            if delay <= float(settings.AGENTOPS_SHORT_TIMER_SECONDS):
+                doorbell.ring_wake(run.pk, countdown=max(delay, 0.0))

@@ -1,0 +1,152 @@
+"""Beat sweeps: the safety net under the doorbell.
+
+Each query filters on exactly the condition of one partial index (see ``Run.Meta.indexes``),
+so a sweep's cost follows the number of due rows, not the size of the table. Each handles at
+most ``BATCH`` rows per call; the next tick takes the rest.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from runs import doorbell
+from runs.audit import Event
+from runs.models import Run, RunStatus
+
+BATCH = 500
+ACTOR = "system:sweep"
+
+
+def wake_due_timers() -> int:
+    """Waiting runs whose timer (sleep, retry backoff, open circuit, wait timeout) is due."""
+    now = timezone.now()
+    ids = list(
+        Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now)
+        .exclude(wait_kind="approval")
+        .order_by("wake_at")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    woken = 0
+    for run_id in ids:
+        woken += Run(pk=run_id).wake(actor=ACTOR, reason="timer due", due_only=True)
+    return woken
+
+
+def requeue_expired_leases() -> int:
+    """Running runs whose worker stopped heartbeating: ring so another worker recovers them.
+
+    The taker counts the recovery. ``rung_at`` keeps a backlogged queue from getting one more
+    message per tick for the same run.
+    """
+    now = timezone.now()
+    again = now - timedelta(seconds=float(settings.AGENTOPS_ORPHAN_SECONDS))
+    ids = list(
+        Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")
+        .values_list("pk", "rung_at")[:BATCH]
+    )
+    rung = 0
+    for run_id, rung_at in ids:
+        if rung_at is not None and rung_at > again:
+            continue
+        with transaction.atomic():
+            if Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(rung_at=now):
+                doorbell.ring(run_id)
+                rung += 1
+    return rung
+
+
+def requeue_orphans() -> int:
+    """Queued or released runs that nobody picked up (a lost or flushed broker message)."""
+    now = timezone.now()
+    before = now - timedelta(seconds=float(settings.AGENTOPS_ORPHAN_SECONDS))
+    ids = list(
+        Run.objects.filter(
+            status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
+            lease_expires_at__isnull=True,
+            rung_at__lt=before,
+        )
+        .order_by("rung_at")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    rung = 0
+    for run_id in ids:
+        with transaction.atomic():
+            if Run.objects.filter(
+                pk=run_id, lease_expires_at__isnull=True, rung_at__lt=before
+            ).update(rung_at=now):
+                doorbell.ring(run_id)
+                rung += 1
+    return rung
+
+
+def enforce_deadlines() -> int:
+    """Runs past their overall deadline stop: compensations run, then they are timed_out."""
+    now = timezone.now()
+    ids = list(
+        Run.objects.filter(
+            status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED],
+            deadline_at__isnull=False,
+            stop_requested="",
+            deadline_at__lte=now,
+        )
+        .order_by("deadline_at")
+        .values_list("pk", "team_id")[:BATCH]
+    )
+    for run_id, team_id in ids:
+        Run(pk=run_id, team_id=team_id)._request_stop(
+            "timeout", actor="system:deadline", reason="overall deadline passed"
+        )
+    return len(ids)
+
+
+def enforce_idle_timeouts() -> int:
+    """Running runs with no activity for longer than their idle timeout are timed out."""
+    now = timezone.now()
+    ids = list(
+        Run.objects.filter(
+            status=RunStatus.RUNNING,
+            idle_deadline_at__isnull=False,
+            stop_requested="",
+            idle_deadline_at__lte=now,
+        )
+        .order_by("idle_deadline_at")
+        .values_list("pk", "team_id")[:BATCH]
+    )
+    for run_id, team_id in ids:
+        Run(pk=run_id, team_id=team_id)._request_stop(
+            "timeout", actor="system:idle", reason="no activity within the idle timeout"
+        )
+    return len(ids)
+
+
+def expire_step_deadlines() -> int:
+    """A step past its timeout whose worker still holds the lease (hung, not dead): take the
+    lease away so another worker retries the step."""
+    now = timezone.now()
+    ids = list(
+        Run.objects.filter(
+            status=RunStatus.RUNNING, step_deadline_at__isnull=False, step_deadline_at__lte=now
+        ).values_list("pk", "team_id", "lease_owner")[:BATCH]
+    )
+    for run_id, team_id, owner in ids:
+        with transaction.atomic():
+            # A new owner string makes the hung worker's heartbeat and writes fail from now on.
+            if Run.objects.filter(pk=run_id, lease_owner=owner, step_deadline_at__lte=now).update(
+                lease_owner=f"expired:{owner}"[:120],
+                lease_expires_at=now - timedelta(microseconds=1),
+                step_deadline_at=None,
+            ):
+                Event.append(
+                    "run.step_deadline_passed",
+                    run_id=run_id,
+                    team_id=team_id,
+                    actor=ACTOR,
+                    data={"worker": owner},
+                    locked=True,
+                )
+    return len(ids)
