@@ -250,6 +250,12 @@ class Run(RunOperations, models.Model):
     def __str__(self) -> str:
         return f"{self.workflow} {self.id} ({self.status})"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The model half of "a terminal run never changes" (PostgreSQL adds a trigger).
+        if getattr(self, "_loaded_status", None) in TERMINAL:
+            raise TerminalRunError(f"run {self.pk} is {self._loaded_status}: it cannot change")
+        super().save(*args, **kwargs)
+
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any) -> Run:
         obj = super().from_db(db, field_names, values)
@@ -259,12 +265,6 @@ class Run(RunOperations, models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        # The model half of "a terminal run never changes" (PostgreSQL adds a trigger).
-        if getattr(self, "_loaded_status", None) in TERMINAL:
-            raise TerminalRunError(f"run {self.pk} is {self._loaded_status}: it cannot change")
-        super().save(*args, **kwargs)
 
     # --- the one place where status changes -----------------------------------------------
     @classmethod
