@@ -1,4 +1,8 @@
-"""Settings for the test suite: the real settings plus the test workflows' app."""
+"""Settings for the test suite: the real settings plus the test workflows' app.
+
+With ``AGENTOPS_TEST_PG_URL`` set (``python -m tests.servers`` does that), the suite runs on
+that PostgreSQL and uses ``AGENTOPS_TEST_REDIS_URL`` as broker and channel layer.
+"""
 
 from __future__ import annotations
 
@@ -9,5 +13,9 @@ os.environ.setdefault("AGENTOPS_APPS", "tests.testapp")
 os.environ.setdefault(
     "AGENTOPS_DATA_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test")
 )
+if os.environ.get("AGENTOPS_TEST_PG_URL"):
+    os.environ["DATABASE_URL"] = os.environ["AGENTOPS_TEST_PG_URL"]
+    os.environ["CELERY_BROKER_URL"] = os.environ["AGENTOPS_TEST_REDIS_URL"]
+    os.environ["CHANNEL_LAYER_URL"] = os.environ["AGENTOPS_TEST_REDIS_URL"]
 
-from agentops.settings import *  # noqa: F403
+from agentops.settings import *  # noqa: E402, F403

@@ -1,0 +1,42 @@
+# The two commands of the quick start: `make run` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench install migrate clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	$(BIN)/python manage.py bootstrap_demo
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# SQLite first (everything but the PostgreSQL-only tests), then the engine and the
+# PostgreSQL + Redis tests against throwaway servers started by tests/servers.py.
+test: lint
+	$(BIN)/pytest -m "not pg" -q
+	$(BIN)/python -m tests.servers $(BIN)/pytest -m "pg or engine" -q
+
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m tests.servers --durable $(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) var
