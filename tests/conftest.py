@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "pg" in item.keywords and not on_pg:
             item.add_marker(
-                pytest.mark.skip(reason="needs PostgreSQL + Redis: run under python -m tests.servers")
+                pytest.mark.skip(reason="needs PostgreSQL + Redis (python -m tests.servers)")
             )
 
 

@@ -18,4 +18,4 @@ if os.environ.get("AGENTOPS_TEST_PG_URL"):
     os.environ["CELERY_BROKER_URL"] = os.environ["AGENTOPS_TEST_REDIS_URL"]
     os.environ["CHANNEL_LAYER_URL"] = os.environ["AGENTOPS_TEST_REDIS_URL"]
 
-from agentops.settings import *  # noqa: E402, F403
+from agentops.settings import *  # noqa: F403
