@@ -753,6 +753,13 @@ class Context:
         """Undo completed steps in reverse order; each undo is itself a durable step, so a
         crash half-way through does not undo anything twice."""
         self._compensating = True
+        # Compensations are numbered after the last checkpoint of the workflow itself (a
+        # pending wait included), so a replay after a crash meets them at the same numbers.
+        base = max(
+            (s for s, cp in self._checkpoints.items() if cp.kind != Kind.COMPENSATION),
+            default=0,
+        )
+        self._seq = max(self._seq, base)
         failures = []
         for name, fn, output in reversed(self._compensations):
             try:

@@ -54,7 +54,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        wait = wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter)
+        wait = wait_exponential_jitter(
+            multiplier=self.initial, max=self.maximum, jitter=self.jitter
+        )
         state = RetryCallState(None, None, (), {})
         state.attempt_number = attempt
         return float(wait(state))

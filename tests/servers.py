@@ -86,9 +86,12 @@ def start_postgres(*, durable: bool = False) -> Server:
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres", "postgres")
     subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                      "--no-sync"]),
-        check=True, capture_output=True, timeout=120,
+        _as_postgres(
+            [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     port = free_port()
     opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c max_connections=200"
@@ -96,9 +99,12 @@ def start_postgres(*, durable: bool = False) -> Server:
         opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     log = Path(tmp) / "pg.log"
     subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60",
-                      "start"]),
-        check=True, capture_output=True, timeout=90,
+        _as_postgres(
+            [pg_ctl, "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=90,
     )
     _wait_port(port, time.monotonic() + 30, "PostgreSQL", log)
     return Server(
@@ -115,9 +121,21 @@ def start_redis() -> Server:
     tmp = tempfile.mkdtemp(prefix="agentops-redis-")
     port = free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     _wait_port(port, time.monotonic() + 30, "Redis")
     return Server(url=f"redis://127.0.0.1:{port}/0", proc=proc, tmp=tmp)

@@ -1,0 +1,161 @@
+"""Budgets stop a run within one step; deadlines and idle timeouts fire (time-machine)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from runs import sweeps
+from runs.exceptions import BudgetInvalid, IllegalTransition
+from runs.models import Event, Run, RunStatus, Step, Team, TeamDailySpend
+
+pytestmark = [pytest.mark.engine, pytest.mark.django_db]
+
+
+def test_cost_budget_pauses_within_one_step_and_resumes_after_a_raise(team, drive):
+    run = Run.start("t-spend", {"n": 10, "usd": 0.1}, actor="test", budget={"usd": "0.35"})[0]
+    run = drive(run.pk)
+    assert run.status == RunStatus.PAUSED
+    assert "cost budget reached" in run.pause_reason
+    # Checked before every step: at most the one step that crossed the limit is spent.
+    assert run.spent_usd == Decimal("0.4")
+    assert run.spent_usd - run.limit_usd < Decimal("0.1")
+    assert run.result == {"done": 4} and run.result_is_partial
+    warning = Event.objects.get(run=run, kind="budget.warning")
+    assert warning.data["budget"] == "usd" and warning.data["fraction"] >= 0.8
+    paused = Event.objects.get(run=run, kind="run.paused")
+    assert paused.data["by"] == "budget"
+
+    with pytest.raises(IllegalTransition, match="raise the budget first"):
+        run.resume(actor="user:lead")
+    run = run.raise_budget(actor="user:lead", usd="5")
+    assert run.limit_usd == Decimal("5")
+    run = run.resume(actor="user:lead")
+    run = drive(run.pk)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.spent_usd == Decimal("1.0")
+    assert run.spent_tokens == 1000
+    raised = Event.objects.get(run=run, kind="run.budget_raised")
+    assert raised.actor == "user:lead"
+    assert raised.data["limits"]["usd"]["to"] == "5"
+
+
+def test_action_budget_counts_steps(team, drive):
+    run = Run.start("t-noop", {"n": 10}, actor="test", budget={"actions": 5})[0]
+    run = drive(run.pk)
+    assert run.status == RunStatus.PAUSED
+    assert run.spent_actions == 5
+    assert Step.objects.filter(run=run).count() == 5
+
+
+def test_token_budget(team, drive):
+    run = Run.start(
+        "t-spend", {"n": 10, "usd": 0, "tokens": 100}, actor="t", budget={"tokens": 250}
+    )[0]
+    run = drive(run.pk)
+    assert run.status == RunStatus.PAUSED and run.spent_tokens == 300
+
+
+def test_wall_time_budget(team, drive, time_machine):
+    time_machine.move_to(timezone.now())
+    run = drive(
+        Run.start("t-sleep", {"seconds": 120}, actor="t", budget={"wall_seconds": 60})[0].pk
+    )
+    assert run.status == RunStatus.WAITING
+    time_machine.shift(timedelta(seconds=121))
+    sweeps.wake_due_timers()
+    run = drive(run.pk)
+    assert run.status == RunStatus.PAUSED
+    assert "wall time budget reached" in run.pause_reason
+
+
+def test_team_daily_budget(team, drive):
+    team.daily_usd_limit = Decimal("0.25")
+    team.save()
+    run = drive(Run.start("t-spend", {"n": 10, "usd": 0.1}, actor="t")[0].pk)
+    assert run.status == RunStatus.PAUSED
+    assert "team default daily budget reached" in run.pause_reason
+    assert TeamDailySpend.objects.get(team=team).usd == Decimal("0.3")
+    # Another run of the same team cannot start spending either.
+    other = drive(Run.start("t-spend", {"n": 1}, actor="t")[0].pk)
+    assert other.status == RunStatus.PAUSED and other.spent_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"usd": "abc"}, "not a number"),
+        ({"usd": "-1"}, "zero or more"),
+        ({"tokens": "1.5"}, "whole number"),
+        ({}, "at least one"),
+        ({"usd": "0.01"}, "above what is already spent"),
+    ],
+)
+def test_invalid_budget_raises_are_refused(team, drive, kwargs, message):
+    run = drive(Run.start("t-spend", {"n": 10, "usd": 0.1}, actor="t", budget={"usd": 0.2})[0].pk)
+    before = Event.objects.filter(run=run).count()
+    with pytest.raises(BudgetInvalid, match=message):
+        run.raise_budget(actor="t", **kwargs)
+    assert Event.objects.filter(run=run).count() == before
+
+
+def test_overall_deadline_times_out_and_compensates(team, drive, time_machine):
+    time_machine.move_to(timezone.now())
+    run = drive(Run.start("t-deadline", actor="t")[0].pk)
+    assert run.status == RunStatus.WAITING
+    assert sweeps.enforce_deadlines() == 0
+    time_machine.shift(timedelta(seconds=3601))
+    assert sweeps.enforce_deadlines() == 1
+    run.refresh_from_db()
+    assert run.stop_requested == "timeout" and run.status == RunStatus.RUNNING
+    run = drive(run.pk)
+    assert run.status == RunStatus.TIMED_OUT
+    assert run.error["type"] == "DeadlineExceeded"
+    assert Step.objects.filter(run=run, kind=Step.Kind.COMPENSATION).count() == 1
+    assert Event.objects.filter(run=run, kind="run.deadline_passed").exists()
+
+
+def test_idle_timeout_fires_for_a_stalled_run(team, drive, time_machine):
+    time_machine.move_to(timezone.now())
+    run = Run.start("t-deadline", actor="t")[0]
+    # A worker took it and then made no progress at all.
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        lease_owner="stuck",
+        lease_expires_at=now + timedelta(hours=1),
+        idle_deadline_at=now + timedelta(seconds=600),
+    )
+    assert sweeps.enforce_idle_timeouts() == 0
+    time_machine.shift(timedelta(seconds=601))
+    assert sweeps.enforce_idle_timeouts() == 1
+    run.refresh_from_db()
+    assert run.stop_requested == "timeout"
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    run = drive(run.pk)
+    assert run.status == RunStatus.TIMED_OUT
+
+
+def test_step_deadline_takes_the_lease_from_a_hung_worker(team, time_machine):
+    run = Run.start("t-steps", {"n": 1}, actor="t")[0]
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        lease_owner="hung",
+        lease_expires_at=now + timedelta(hours=1),
+        step_deadline_at=now + timedelta(seconds=30),
+    )
+    assert sweeps.expire_step_deadlines() == 0
+    time_machine.move_to(now + timedelta(seconds=31))
+    assert sweeps.expire_step_deadlines() == 1
+    run.refresh_from_db()
+    assert run.lease_owner == "expired:hung" and run.lease_expires_at < timezone.now()
+
+
+def test_team_spend_is_per_day(team):
+    TeamDailySpend.charge(team.pk, usd=Decimal("1"), tokens=5, day=timezone.now().date())
+    TeamDailySpend.charge(team.pk, usd=Decimal("2"), tokens=5, day=timezone.now().date())
+    assert Team.objects.get(pk=team.pk).spent_today() == Decimal("3")
