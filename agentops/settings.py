@@ -173,7 +173,11 @@ AGENTOPS_LEASE_SECONDS = _positive("AGENTOPS_LEASE_SECONDS", 30.0)
 #: How long one task invocation drives a run before it re-queues it (fair sharing).
 AGENTOPS_SLICE_SECONDS = _positive("AGENTOPS_SLICE_SECONDS", 20.0)
 #: A queued or released run nobody picked up for this long gets its doorbell rung again.
-AGENTOPS_ORPHAN_SECONDS = _positive("AGENTOPS_ORPHAN_SECONDS", 30.0)
+#: Shorter in the embedded default, where a run started from another process (a management
+#: command) rang a broker that lives in that other process.
+AGENTOPS_ORPHAN_SECONDS = _positive(
+    "AGENTOPS_ORPHAN_SECONDS", 5.0 if CELERY_BROKER_URL.startswith("memory://") else 30.0
+)
 #: Timers due within this many seconds also get a short Celery countdown (the row stays the
 #: source of truth; the sweep is the backstop).
 AGENTOPS_SHORT_TIMER_SECONDS = _positive("AGENTOPS_SHORT_TIMER_SECONDS", 60.0)
@@ -181,6 +185,9 @@ AGENTOPS_SHORT_TIMER_SECONDS = _positive("AGENTOPS_SHORT_TIMER_SECONDS", 60.0)
 AGENTOPS_EMBEDDED_WORKERS = _positive("AGENTOPS_EMBEDDED_WORKERS", 4, integer=True)
 #: Interval of the beat sweeps written by the migration (seconds); admins tune them in admin.
 AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
+
+#: Serve /static/ from the ASGI process (the embedded default); turn off behind a proxy/CDN.
+AGENTOPS_SERVE_STATIC = _read("bool", "AGENTOPS_SERVE_STATIC", True)
 
 # --- the rest -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten, flatten_fieldsets
+from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -93,15 +95,19 @@ def spent_of(spent: Any, limit: Any, *, money: bool = False) -> str:
     return f"{fmt(spent)} / {fmt(limit)}"
 
 
+def json_field(attr: str, *, preview: bool = False) -> Callable[[Any, Any], SafeString | str]:
+    """A read-only admin field showing the JSON attribute ``attr``, pretty or as a preview."""
+
+    @admin.display(description=attr)
+    def show(self: Any, obj: Any) -> SafeString | str:
+        value = getattr(obj, attr)
+        return json_preview(value) if preview else pretty_json(value)
+
+    return show
+
+
 def admin_actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
-
-
-def _run_link(run_id: Any, *, site: str = "admin") -> SafeString | str:
-    if run_id is None:
-        return EMPTY
-    url = reverse(f"{site}:runs_run_change", args=[run_id])
-    return format_html('<a href="{}" title="{}">{}</a>', url, run_id, str(run_id)[:8])
 
 
 class ReadOnlyAdminMixin:
@@ -232,9 +238,7 @@ class StepAttemptInline(RunChildInline):
         "error_preview",
     ]
 
-    @admin.display(description="error")
-    def error_preview(self, obj: StepAttempt) -> str:
-        return json_preview(obj.error)
+    error_preview = json_field("error", preview=True)
 
 
 class SignalInline(RunChildInline):
@@ -250,9 +254,7 @@ class SignalInline(RunChildInline):
         "payload_preview",
     ]
 
-    @admin.display(description="payload")
-    def payload_preview(self, obj: Signal) -> str:
-        return json_preview(obj.payload)
+    payload_preview = json_field("payload", preview=True)
 
 
 #: Admin operation name -> (Run method, past participle for the success message).
@@ -288,33 +290,14 @@ class RunAdmin(admin.ModelAdmin):
     actions = ["cancel_runs", "pause_runs", "resume_runs"]
     inlines = [StepInline, StepAttemptInline, SignalInline]
     fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "id",
-                    "workflow",
-                    "workflow_version",
-                    "team",
-                    "status",
-                    "operations",
-                    "created_by",
-                    "parent",
-                    "idempotency_key",
-                    "history",
-                ]
-            },
-        ),
+        (None, {"fields": ["id", ("workflow", "workflow_version"), ("team", "created_by")]}),
+        (None, {"fields": ["status", "operations", ("parent", "idempotency_key"), "history"]}),
         (
             "Waiting and stopping",
             {
                 "fields": [
-                    "wait_kind",
-                    "waiting_for",
-                    "wake_at",
-                    "stop_requested",
-                    "pause_requested",
-                    "pause_reason",
+                    ("wait_kind", "waiting_for", "wake_at"),
+                    ("stop_requested", "pause_requested", "pause_reason"),
                 ]
             },
         ),
@@ -335,13 +318,8 @@ class RunAdmin(admin.ModelAdmin):
             "Times",
             {
                 "fields": [
-                    "created_at",
-                    "started_at",
-                    "finished_at",
-                    "updated_at",
-                    "deadline_at",
-                    "idle_timeout_seconds",
-                    "idle_deadline_at",
+                    ("created_at", "started_at", "finished_at", "updated_at"),
+                    ("deadline_at", "idle_timeout_seconds", "idle_deadline_at"),
                     "last_activity_at",
                 ]
             },
@@ -351,16 +329,13 @@ class RunAdmin(admin.ModelAdmin):
             {
                 "classes": ["collapse"],
                 "fields": [
-                    "lease_owner",
-                    "lease_expires_at",
-                    "rung_at",
-                    "step_deadline_at",
-                    "recoveries",
+                    ("lease_owner", "lease_expires_at", "rung_at"),
+                    ("step_deadline_at", "recoveries"),
                 ],
             },
         ),
     ]
-    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    readonly_fields = flatten_fieldsets(fieldsets)
 
     # Read-only change form; the model-level change permission (obj is None) still gates the
     # actions and the operation buttons.
@@ -400,21 +375,10 @@ class RunAdmin(admin.ModelAdmin):
         return spent_of(obj.spent_actions, obj.limit_actions)
 
     # --- change page fields
-    @admin.display(description="input")
-    def input_pretty(self, obj: Run) -> SafeString | str:
-        return pretty_json(obj.input)
-
-    @admin.display(description="result")
-    def result_pretty(self, obj: Run) -> SafeString | str:
-        return pretty_json(obj.result)
-
-    @admin.display(description="error")
-    def error_pretty(self, obj: Run) -> SafeString | str:
-        return pretty_json(obj.error)
-
-    @admin.display(description="progress")
-    def progress_pretty(self, obj: Run) -> SafeString | str:
-        return pretty_json(obj.progress)
+    input_pretty = json_field("input")
+    result_pretty = json_field("result")
+    error_pretty = json_field("error")
+    progress_pretty = json_field("progress")
 
     @admin.display(description="spent / limit")
     def budget(self, obj: Run) -> SafeString:
@@ -520,28 +484,23 @@ class RunAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if operation not in OPERATIONS or not self.has_change_permission(request):
-            return self._permission_denied()
+            raise PermissionDenied
         run = get_object_or_404(Run, pk=object_id)
         self._operate(request, [run], operation)
         return HttpResponseRedirect(
             reverse(f"{self.admin_site.name}:runs_run_change", args=[run.pk])
         )
 
-    @staticmethod
-    def _permission_denied() -> HttpResponse:
-        from django.core.exceptions import PermissionDenied
-
-        raise PermissionDenied
-
 
 class RunReadOnlyChildAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Rows that belong to a run and that only the engine writes."""
-
-    list_select_related = ["run"]
+    """Rows that (mostly) belong to a run and that only the engine writes."""
 
     @admin.display(description="run", ordering="run")
     def run_link(self, obj: Any) -> SafeString | str:
-        return _run_link(obj.run_id, site=self.admin_site.name)
+        if obj.run_id is None:
+            return EMPTY
+        url = reverse(f"{self.admin_site.name}:runs_run_change", args=[obj.run_id])
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.run_id, str(obj.run_id)[:8])
 
 
 @admin.register(Step)
@@ -561,31 +520,19 @@ class StepAdmin(RunReadOnlyChildAdmin):
     list_filter = ["kind", "status", "via_fallback"]
     search_fields = ["name", "service", "run__id"]
     date_hierarchy = "started_at"
-    fields = readonly_fields = [
+    fields = [
         "run",
-        "seq",
-        "name",
-        "kind",
-        "status",
-        "attempts",
-        "service",
-        "via_fallback",
-        "usage_usd",
-        "usage_tokens",
-        "started_at",
-        "finished_at",
-        "duration",
+        ("seq", "name", "kind", "status"),
+        ("attempts", "service", "via_fallback"),
+        ("usage_usd", "usage_tokens"),
+        ("started_at", "finished_at", "duration"),
         "output_pretty",
         "error_pretty",
     ]
+    readonly_fields = flatten(fields)
 
-    @admin.display(description="output")
-    def output_pretty(self, obj: Step) -> SafeString | str:
-        return pretty_json(obj.output)
-
-    @admin.display(description="error")
-    def error_pretty(self, obj: Step) -> SafeString | str:
-        return pretty_json(obj.error)
+    output_pretty = json_field("output")
+    error_pretty = json_field("error")
 
 
 @admin.register(StepAttempt)
@@ -603,23 +550,16 @@ class StepAttemptAdmin(RunReadOnlyChildAdmin):
     list_filter = ["outcome"]
     search_fields = ["name", "service", "worker", "run__id"]
     date_hierarchy = "started_at"
-    fields = readonly_fields = [
+    fields = [
         "run",
-        "seq",
-        "name",
-        "attempt",
-        "outcome",
-        "service",
-        "worker",
-        "started_at",
-        "finished_at",
-        "retry_at",
+        ("seq", "name", "attempt", "outcome"),
+        ("service", "worker"),
+        ("started_at", "finished_at", "retry_at"),
         "error_pretty",
     ]
+    readonly_fields = flatten(fields)
 
-    @admin.display(description="error")
-    def error_pretty(self, obj: StepAttempt) -> SafeString | str:
-        return pretty_json(obj.error)
+    error_pretty = json_field("error")
 
 
 @admin.register(Signal)
@@ -629,19 +569,15 @@ class SignalAdmin(RunReadOnlyChildAdmin):
     list_display = ["name", "run_link", "actor", "dedup_key", "created_at", "consumed_seq"]
     search_fields = ["name", "actor", "dedup_key", "run__id"]
     date_hierarchy = "created_at"
-    fields = readonly_fields = [
+    fields = [
         "run",
-        "name",
-        "actor",
-        "dedup_key",
-        "created_at",
-        "consumed_seq",
+        ("name", "actor", "dedup_key"),
+        ("created_at", "consumed_seq"),
         "payload_pretty",
     ]
+    readonly_fields = flatten(fields)
 
-    @admin.display(description="payload")
-    def payload_pretty(self, obj: Signal) -> SafeString | str:
-        return pretty_json(obj.payload)
+    payload_pretty = json_field("payload")
 
 
 @admin.register(IdempotencyKey)
@@ -672,21 +608,16 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
     list_filter = ["state"]
     search_fields = ["service"]
     actions = ["close_circuits"]
+    TUNABLE = ("failure_threshold", "cooldown_seconds")
     fields = [
         "service",
-        "failure_threshold",
-        "cooldown_seconds",
-        "state",
-        "consecutive_failures",
-        "opened_until",
-        "total_failures",
-        "total_retries",
-        "updated_at",
+        TUNABLE,
+        ("state", "consecutive_failures", "opened_until"),
+        ("total_failures", "total_retries", "updated_at"),
     ]
-    TUNABLE = ("failure_threshold", "cooldown_seconds")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        fixed = [f for f in self.fields if f not in self.TUNABLE]
+        fixed = [f for f in flatten(self.fields) if f not in self.TUNABLE]
         # The service names the breaker: set when a breaker is made ahead of its first use.
         return [f for f in fixed if f != "service"] if obj is None else fixed
 
@@ -740,7 +671,7 @@ class CircuitBreakerAdmin(admin.ModelAdmin):
 
 # --- the audit trail ---------------------------------------------------------------------------
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EventAdmin(RunReadOnlyChildAdmin):
     """The append-only audit trail: no add, change or delete here (the model and, on
     PostgreSQL, a trigger refuse too)."""
 
@@ -751,33 +682,16 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ["-id"]
     # Counting a long audit table on every page load is the slow part of its changelist.
     show_full_result_count = False
-    fields = readonly_fields = [
-        "id",
-        "created_at",
-        "kind",
-        "actor",
-        "actor_user_id",
-        "run",
-        "team",
+    fields = [
+        ("id", "created_at", "kind"),
+        ("actor", "actor_user_id"),
+        ("run", "team"),
         "data_pretty",
-        "chain",
-        "chain_seq",
+        ("chain", "chain_seq"),
         "prev_hash",
         "hash",
     ]
+    readonly_fields = flatten(fields)
 
-    @admin.display(description="run", ordering="run")
-    def run_link(self, obj: Event) -> SafeString | str:
-        return _run_link(obj.run_id, site=self.admin_site.name)
-
-    @admin.display(description="data")
-    def data_preview(self, obj: Event) -> str:
-        return json_preview(obj.data)
-
-    @admin.display(description="data")
-    def data_pretty(self, obj: Event) -> SafeString | str:
-        return pretty_json(obj.data)
-
-
-__all__: list[str] = []
-_: Callable[..., Any] | None = None
+    data_preview = json_field("data", preview=True)
+    data_pretty = json_field("data")

@@ -60,10 +60,14 @@ def requeue_expired_leases() -> int:
     return rung
 
 
-def requeue_orphans() -> int:
-    """Queued or released runs that nobody picked up (a lost or flushed broker message)."""
+def requeue_orphans(*, older_than: float | None = None) -> int:
+    """Queued or released runs that nobody picked up (a lost or flushed broker message).
+
+    ``older_than=0`` rings for all of them at once (the embedded server does so at start-up:
+    an in-process broker forgets its messages when the process stops)."""
     now = timezone.now()
-    before = now - timedelta(seconds=float(settings.AGENTOPS_ORPHAN_SECONDS))
+    age = float(settings.AGENTOPS_ORPHAN_SECONDS) if older_than is None else older_than
+    before = now - timedelta(seconds=age) + timedelta(microseconds=1)
     ids = list(
         Run.objects.filter(
             status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
