@@ -18,6 +18,7 @@ from celery.worker import WorkController
 
 from agentops.celery import app
 from runs.context import SHUTDOWN
+from runs.workflow import all_workflows
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class EmbeddedCelery:
                 hostname=f"embedded@{socket.gethostname()}",
                 pool_cls="threads",
                 concurrency=self.workers,
-                queues=["runs", "sweeps"],
+                # Every queue a registered workflow uses: here one pool does all kinds of work.
+                queues=sorted({"runs", "sweeps", *(wf.queue for wf in all_workflows())}),
                 without_heartbeat=True,
                 without_mingle=True,
                 without_gossip=True,

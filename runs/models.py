@@ -172,6 +172,9 @@ class Run(RunOperations, models.Model):
     )
     workflow = models.CharField(max_length=100, db_index=True)
     workflow_version = models.CharField(max_length=50, blank=True)
+    queue = models.CharField(
+        max_length=64, default="runs", help_text="The Celery queue its doorbell rings on."
+    )
     input = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     wait_kind = models.CharField(max_length=16, choices=WaitKind.choices, blank=True)

@@ -136,6 +136,7 @@ class RunOperations:
                         parent=parent,
                         workflow=wf.name,
                         workflow_version=wf.version,
+                        queue=wf.queue,
                         input=stored_input,
                         status="queued",
                         limit_usd=usd,
@@ -174,7 +175,7 @@ class RunOperations:
                         },
                         locked=True,
                     )
-                    doorbell.ring(run.pk)
+                    doorbell.ring(run.pk, queue=run.queue)
                     return run, False
             except IntegrityError:
                 # A concurrent request with the same key won the insert: read its run.

@@ -100,6 +100,7 @@ class WorkflowDef:
     idle_timeout: timedelta | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     step_timeout: float | None = None
+    queue: str = "runs"
 
     def validate_input(self, raw: Any) -> Any:
         """Return the input as it is stored (JSON); raise ``InputInvalid`` naming the fields."""
@@ -141,12 +142,14 @@ def workflow(
     idle_timeout: float | timedelta | None = None,
     retry: RetryPolicy | None = None,
     step_timeout: float | timedelta | None = None,
+    queue: str = "runs",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, data)`` as workflow ``name``.
 
     ``budget`` holds the default limits (``usd``, ``tokens``, ``actions``, ``wall_seconds``);
     ``deadline`` and ``idle_timeout`` are seconds or timedeltas; ``retry`` is the default
-    policy of its steps and ``step_timeout`` their default timeout.
+    policy of its steps and ``step_timeout`` their default timeout. ``queue`` is the Celery
+    queue its runs are driven from, so kinds of work can get their own workers.
     """
     if isinstance(budget, dict):
         unknown = set(budget) - {"usd", "tokens", "actions", "wall_seconds"}
@@ -168,6 +171,7 @@ def workflow(
             idle_timeout=timedelta(seconds=it) if it else None,
             retry=retry or RetryPolicy(),
             step_timeout=_seconds(step_timeout),
+            queue=queue,
         )
         fn.workflow_name = name  # type: ignore[attr-defined]
         return fn
