@@ -13,7 +13,8 @@ Invariants the admin keeps:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -257,12 +258,24 @@ class SignalInline(RunChildInline):
     payload_preview = json_field("payload", preview=True)
 
 
-#: Admin operation name -> (Run method, past participle for the success message).
-OPERATIONS: dict[str, tuple[str, str]] = {
-    "cancel": ("cancel", "Cancellation requested for"),
-    "pause": ("pause", "Paused (or pause requested for)"),
-    "resume": ("resume", "Resumed"),
-}
+#: The operations an admin may apply to a run: each is a ``Run`` method of the same name.
+OPERATIONS = ("cancel", "pause", "resume")
+
+
+def _done(operation: str, run: Run) -> str:
+    """What an operation did to ``run`` (as the operation returned it), for the message."""
+    if operation == "cancel":
+        return "Cancellation requested for"
+    if operation == "pause" and run.status != RunStatus.PAUSED:
+        return "Pause requested (at the next step boundary) for"  # a worker holds it
+    return "Paused" if operation == "pause" else "Resumed"
+
+
+def _lean(queryset: QuerySet[Run]) -> Iterator[Run]:
+    # The operations read only these (and re-read the row themselves); a selection across
+    # every run should not load every input and result. Iterating while writing is safe:
+    # no operation changes the columns this query filters or orders on.
+    return queryset.only("pk", "workflow", "team_id").iterator()
 
 
 @admin.register(Run)
@@ -434,20 +447,18 @@ class RunAdmin(admin.ModelAdmin):
     # --- operations
     def _operate(self, request: HttpRequest, runs: Any, operation: str) -> None:
         """Apply one operation to each run in turn; one run's refusal does not stop the rest."""
-        method, done = OPERATIONS[operation]
-        ok = 0
+        done: Counter[str] = Counter()
         failures: list[str] = []
         for run in runs:
             try:
-                getattr(run, method)(actor=admin_actor(request), user_id=request.user.pk)
+                after = getattr(run, operation)(actor=admin_actor(request), user_id=request.user.pk)
             except AgentopsError as exc:
-                failures.append(f"{run.workflow} {run.pk}: {exc}")
+                reason = str(exc)
+                failures.append(reason if str(run.pk) in reason else f"run {run.pk}: {reason}")
             else:
-                ok += 1
-        if ok:
-            self.message_user(
-                request, f"{done} {ok} run{'s' if ok != 1 else ''}.", level=messages.SUCCESS
-            )
+                done[_done(operation, after)] += 1
+        for what, n in done.items():
+            self.message_user(request, f"{what} {n} run{'s' if n != 1 else ''}.", messages.SUCCESS)
         if failures:
             listed = "; ".join(failures[:FAILURES_LISTED])
             if len(failures) > FAILURES_LISTED:
@@ -461,15 +472,15 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        self._operate(request, queryset.iterator(), "cancel")
+        self._operate(request, _lean(queryset), "cancel")
 
     @admin.action(description="Pause selected runs", permissions=["change"])
     def pause_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        self._operate(request, queryset.iterator(), "pause")
+        self._operate(request, _lean(queryset), "pause")
 
     @admin.action(description="Resume selected runs", permissions=["change"])
     def resume_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
-        self._operate(request, queryset.iterator(), "resume")
+        self._operate(request, _lean(queryset), "resume")
 
     def get_urls(self) -> list[URLPattern]:
         operate = path(

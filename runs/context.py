@@ -122,6 +122,7 @@ class Context:
         self._flags = flags
         self._seq = 0
         self._current: _LiveStep | None = None
+        self._usage_of_last: _LiveStep | None = None
         self._compensations: list[tuple[str, Callable[..., Any], Any]] = []
         self._compensating = False
         self._stopping = bool(run.stop_requested)
@@ -556,7 +557,7 @@ class Context:
     ) -> Checkpoint:
         """Store the step's checkpoint, its event and its spend in one transaction."""
         now = timezone.now()
-        live = getattr(self, "_usage_of_last", None)
+        live = self._usage_of_last
         usd = live.usd if (charge and live and live.seq == seq) else Decimal(0)
         tokens = live.tokens if (charge and live and live.seq == seq) else 0
         actions = 1 if (charge and kind == Kind.STEP) else 0

@@ -21,7 +21,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs import doorbell
@@ -136,6 +137,7 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
                 .update(
                     updated_at=now,
                     recoveries=F("recoveries") + (1 if expires else 0),
+                    started_at=Coalesce(F("started_at"), Value(now)),
                     **fields,
                 )
             )
