@@ -396,7 +396,12 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="spent / limit")
     def budget(self, obj: Run) -> SafeString:
         usage = obj.budget_usage()
-        labels = {"usd": "cost", "tokens": "tokens", "actions": "actions", "wall_seconds": "wall"}
+        labels = {
+            "usd": "cost",
+            "tokens": "tokens",
+            "actions": "actions",
+            "wall_seconds": "wall time (s)",
+        }
         rows = []
         for kind, label in labels.items():
             fig = usage[kind]
