@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from runs import doorbell
 from runs.audit import Event
-from runs.context import Checkpoint, Context, Flags, to_json
+from runs.checkpoints import Checkpoint
+from runs.context import Context, Flags, to_json
 from runs.exceptions import (
     BudgetExceeded,
     LeaseLost,
