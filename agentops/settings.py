@@ -22,7 +22,8 @@ def _read(kind: str, name: str, default: Any, **kw: Any) -> Any:
     try:
         return getattr(env, kind)(name, default, **kw)
     except (EnvError, ValueError) as exc:
-        raise ImproperlyConfigured(f"{name}: {exc}") from None
+        reason = str(exc).split("invalid: ", 1)[-1]
+        raise ImproperlyConfigured(f"{name}: {reason}") from None
 
 
 def _positive(name: str, default: float, *, integer: bool = False) -> Any:

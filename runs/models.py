@@ -223,19 +223,14 @@ class Run(RunOperations, models.Model):
             models.Index(
                 fields=["lease_expires_at"], name="run_leases", condition=Q(status="running")
             ),
-            models.Index(
-                fields=["rung_at"],
-                name="run_unheld",
-                condition=Q(status__in=["queued", "running"], lease_expires_at__isnull=True),
-            ),
+            # ``rung_at`` is set only while a run is runnable and nobody holds it, and
+            # ``finished_at`` only once it is finished: single-column conditions that SQLite's
+            # planner can match against bound parameters (it cannot match ``status IN (?, ?)``).
+            models.Index(fields=["rung_at"], name="run_unheld", condition=Q(rung_at__isnull=False)),
             models.Index(
                 fields=["deadline_at"],
                 name="run_deadlines",
-                condition=Q(
-                    status__in=["queued", "running", "waiting", "paused"],
-                    deadline_at__isnull=False,
-                    stop_requested="",
-                ),
+                condition=Q(deadline_at__isnull=False, finished_at__isnull=True, stop_requested=""),
             ),
             models.Index(
                 fields=["idle_deadline_at"],
@@ -299,7 +294,11 @@ class Run(RunOperations, models.Model):
                 qs = qs.filter(guard)
             if to in TERMINAL:
                 fields.setdefault("finished_at", now)
-                fields.update(lease_owner="", lease_expires_at=None, step_deadline_at=None)
+                fields.update(
+                    lease_owner="", lease_expires_at=None, step_deadline_at=None, rung_at=None
+                )
+            elif to in (RunStatus.WAITING, RunStatus.PAUSED):
+                fields["rung_at"] = None  # nobody needs to ring for it until it is runnable
             updated = qs.update(status=to, updated_at=now, **fields)
             if not updated:
                 if action:

@@ -7,10 +7,12 @@ most ``BATCH`` rows per call; the next tick takes the rest.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from runs import doorbell
@@ -21,15 +23,60 @@ BATCH = 500
 ACTOR = "system:sweep"
 
 
+def due_timers(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).order_by("wake_at")
+
+
+def expired_leases(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).order_by(
+        "lease_expires_at"
+    )
+
+
+def unheld(before: datetime) -> QuerySet[Run]:
+    # rung_at is set only while the run is runnable and not held (see Run.Meta.indexes).
+    return Run.objects.filter(rung_at__lt=before, lease_expires_at__isnull=True).order_by("rung_at")
+
+
+def past_deadline(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(
+        deadline_at__isnull=False,
+        finished_at__isnull=True,
+        stop_requested="",
+        deadline_at__lte=now,
+    ).order_by("deadline_at")
+
+
+def idle(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(
+        status=RunStatus.RUNNING,
+        idle_deadline_at__isnull=False,
+        stop_requested="",
+        idle_deadline_at__lte=now,
+    ).order_by("idle_deadline_at")
+
+
+def past_step_deadline(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(
+        status=RunStatus.RUNNING, step_deadline_at__isnull=False, step_deadline_at__lte=now
+    ).order_by("step_deadline_at")
+
+
+#: Each sweep's query by the partial index it reads (the tests check the query plans).
+QUERIES: dict[str, Callable[[datetime], QuerySet[Run]]] = {
+    "run_due_timers": due_timers,
+    "run_leases": expired_leases,
+    "run_unheld": unheld,
+    "run_deadlines": past_deadline,
+    "run_idle": idle,
+    "run_step_deadlines": past_step_deadline,
+}
+
+
 def wake_due_timers() -> int:
     """Waiting runs whose timer (sleep, retry backoff, open circuit, wait timeout) is due."""
     now = timezone.now()
-    ids = list(
-        Run.objects.filter(status=RunStatus.WAITING, wake_at__lte=now)
-        .exclude(wait_kind="approval")
-        .order_by("wake_at")
-        .values_list("pk", flat=True)[:BATCH]
-    )
+    ids = list(due_timers(now).exclude(wait_kind="approval").values_list("pk", flat=True)[:BATCH])
     woken = 0
     for run_id in ids:
         woken += Run(pk=run_id).wake(actor=ACTOR, reason="timer due", due_only=True)
@@ -44,11 +91,7 @@ def requeue_expired_leases() -> int:
     """
     now = timezone.now()
     again = now - timedelta(seconds=float(settings.AGENTOPS_ORPHAN_SECONDS))
-    ids = list(
-        Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-        .order_by("lease_expires_at")
-        .values_list("pk", "rung_at")[:BATCH]
-    )
+    ids = list(expired_leases(now).values_list("pk", "rung_at")[:BATCH])
     rung = 0
     for run_id, rung_at in ids:
         if rung_at is not None and rung_at > again:
@@ -68,15 +111,7 @@ def requeue_orphans(*, older_than: float | None = None) -> int:
     now = timezone.now()
     age = float(settings.AGENTOPS_ORPHAN_SECONDS) if older_than is None else older_than
     before = now - timedelta(seconds=age) + timedelta(microseconds=1)
-    ids = list(
-        Run.objects.filter(
-            status__in=[RunStatus.QUEUED, RunStatus.RUNNING],
-            lease_expires_at__isnull=True,
-            rung_at__lt=before,
-        )
-        .order_by("rung_at")
-        .values_list("pk", flat=True)[:BATCH]
-    )
+    ids = list(unheld(before).values_list("pk", flat=True)[:BATCH])
     rung = 0
     for run_id in ids:
         with transaction.atomic():
@@ -91,16 +126,7 @@ def requeue_orphans(*, older_than: float | None = None) -> int:
 def enforce_deadlines() -> int:
     """Runs past their overall deadline stop: compensations run, then they are timed_out."""
     now = timezone.now()
-    ids = list(
-        Run.objects.filter(
-            status__in=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED],
-            deadline_at__isnull=False,
-            stop_requested="",
-            deadline_at__lte=now,
-        )
-        .order_by("deadline_at")
-        .values_list("pk", "team_id")[:BATCH]
-    )
+    ids = list(past_deadline(now).values_list("pk", "team_id")[:BATCH])
     for run_id, team_id in ids:
         Run(pk=run_id, team_id=team_id)._request_stop(
             "timeout", actor="system:deadline", reason="overall deadline passed"
@@ -111,16 +137,7 @@ def enforce_deadlines() -> int:
 def enforce_idle_timeouts() -> int:
     """Running runs with no activity for longer than their idle timeout are timed out."""
     now = timezone.now()
-    ids = list(
-        Run.objects.filter(
-            status=RunStatus.RUNNING,
-            idle_deadline_at__isnull=False,
-            stop_requested="",
-            idle_deadline_at__lte=now,
-        )
-        .order_by("idle_deadline_at")
-        .values_list("pk", "team_id")[:BATCH]
-    )
+    ids = list(idle(now).values_list("pk", "team_id")[:BATCH])
     for run_id, team_id in ids:
         Run(pk=run_id, team_id=team_id)._request_stop(
             "timeout", actor="system:idle", reason="no activity within the idle timeout"
@@ -132,11 +149,7 @@ def expire_step_deadlines() -> int:
     """A step past its timeout whose worker still holds the lease (hung, not dead): take the
     lease away so another worker retries the step."""
     now = timezone.now()
-    ids = list(
-        Run.objects.filter(
-            status=RunStatus.RUNNING, step_deadline_at__isnull=False, step_deadline_at__lte=now
-        ).values_list("pk", "team_id", "lease_owner")[:BATCH]
-    )
+    ids = list(past_step_deadline(now).values_list("pk", "team_id", "lease_owner")[:BATCH])
     for run_id, team_id, owner in ids:
         with transaction.atomic():
             # A new owner string makes the hung worker's heartbeat and writes fail from now on.

@@ -1,185 +1,41 @@
-"""Django admin for the ledger: where admins audit every run, step, attempt and event.
-
-Invariants the admin keeps:
-- runs change only through their operations (``Run.cancel``/``pause``/``resume``), each a
-  guarded transition recorded as an event with the admin as actor; the run change form is
-  read-only, so the admin never writes a whole run row over the engine's concurrent updates;
-- checkpoints, attempts, signals, spend and idempotency keys are written by the engine only:
-  they are shown, never added, changed or deleted here;
-- events are the append-only audit trail: no add, change or delete permission at all;
-- agent data is untrusted: every value is rendered through ``format_html``/``escape``.
-"""
+"""Admin for runs (with their inlines, actions and operation buttons) and the rows that
+belong to a run: steps, attempts, signals and idempotency keys."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Callable, Iterator
-from decimal import Decimal
+from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten, flatten_fieldsets
 from django.core.exceptions import PermissionDenied
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from runs import admin as admin_package
+from runs.admin.base import ReadOnlyAdminMixin, RunReadOnlyChildAdmin, admin_actor
+from runs.admin.display import EMPTY, json_field, json_preview, spent_of
 from runs.exceptions import AgentopsError
 from runs.models import (
     TERMINAL,
-    CircuitBreaker,
-    Event,
     IdempotencyKey,
-    Membership,
     Run,
     RunStatus,
     Signal,
     Step,
     StepAttempt,
-    Team,
-    TeamDailySpend,
 )
 
-#: Longest JSON shown on a change page; agent output can be megabytes.
-JSON_DISPLAY_LIMIT = 20_000
-#: Longest JSON shown in a list column or an inline row.
-JSON_PREVIEW_LIMIT = 200
 #: Rows shown per inline on the run page (newest first); the full list is one link away.
 INLINE_LIMIT = 100
 #: Failed runs named one by one in an action's warning before "and N more".
 FAILURES_LISTED = 10
-EMPTY = "—"
-
-
-# --- rendering helpers ----------------------------------------------------------------------
-def _dumps(value: Any, *, indent: int | None) -> str:
-    return json.dumps(
-        value, indent=indent, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder
-    )
-
-
-def pretty_json(value: Any, *, limit: int = JSON_DISPLAY_LIMIT) -> SafeString | str:
-    """Indented JSON in a <pre>, escaped (``format_html``) and cut at ``limit`` characters."""
-    if value is None or value == {} or value == []:
-        return EMPTY
-    text = _dumps(value, indent=2)
-    more = len(text) - limit
-    if more > 0:
-        text = f"{text[:limit]}\n… ({more:,} more characters)"
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
-
-
-def json_preview(value: Any, *, limit: int = JSON_PREVIEW_LIMIT) -> str:
-    """One line of JSON for list columns; a plain string, so the template escapes it."""
-    if value is None or value == {} or value == []:
-        return EMPTY
-    text = _dumps(value, indent=None)
-    return text if len(text) <= limit else f"{text[:limit]}…"
-
-
-def spent_of(spent: Any, limit: Any, *, money: bool = False) -> str:
-    """A budget as "spent / limit" ("—" for no limit)."""
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return EMPTY
-        return f"${Decimal(v):,.4f}" if money else f"{v:,}"
-
-    return f"{fmt(spent)} / {fmt(limit)}"
-
-
-def json_field(attr: str, *, preview: bool = False) -> Callable[[Any, Any], SafeString | str]:
-    """A read-only admin field showing the JSON attribute ``attr``, pretty or as a preview."""
-
-    @admin.display(description=attr)
-    def show(self: Any, obj: Any) -> SafeString | str:
-        value = getattr(obj, attr)
-        return json_preview(value) if preview else pretty_json(value)
-
-    return show
-
-
-def admin_actor(request: HttpRequest) -> str:
-    return f"admin:{request.user.get_username()}"
-
-
-class ReadOnlyAdminMixin:
-    """For rows only the engine writes: viewable here, never added, changed or deleted."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-# --- teams ------------------------------------------------------------------------------------
-class MembershipInline(admin.TabularInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
-
-
-@admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "spend_today", "created_at"]
-    search_fields = ["slug", "name"]
-    prepopulated_fields = {"slug": ["name"]}
-    inlines = [MembershipInline]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
-        today = timezone.now().date()
-        spend = TeamDailySpend.objects.filter(team=OuterRef("pk"), day=today).values("usd")[:1]
-        return super().get_queryset(request).annotate(_spent_today=Subquery(spend))
-
-    @admin.display(description="spent today / daily limit")
-    def spend_today(self, obj: Team) -> str:
-        spent = getattr(obj, "_spent_today", None) or Decimal(0)
-        return spent_of(spent, obj.daily_usd_limit, money=True)
-
-    def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        if change and form.changed_data:
-            # The daily limit is a budget: its changes belong in the audit trail.
-            Event.append(
-                "team.changed",
-                team=obj,
-                chain=f"team:{obj.slug}",
-                actor=admin_actor(request),
-                actor_user_id=request.user.pk,
-                data={"fields": {f: str(form.cleaned_data.get(f)) for f in form.changed_data}},
-            )
-
-
-@admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
-    list_display = ["user", "team", "role"]
-    list_filter = ["role", "team"]
-    search_fields = ["user__username", "user__email", "team__slug", "team__name"]
-    list_select_related = ["user", "team"]
-    autocomplete_fields = ["user", "team"]
-
-
-@admin.register(TeamDailySpend)
-class TeamDailySpendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Charged by the engine in each step's own transaction: never edited by hand."""
-
-    list_display = ["team", "day", "usd", "tokens"]
-    list_filter = ["team"]
-    search_fields = ["team__slug"]
-    list_select_related = ["team"]
-    date_hierarchy = "day"
 
 
 # --- runs and their checkpoints ----------------------------------------------------------------
@@ -188,7 +44,9 @@ class LatestFirstFormSet(BaseInlineFormSet):
 
     def get_queryset(self) -> Any:
         if not hasattr(self, "_limited"):
-            self._limited = super().get_queryset()[:INLINE_LIMIT]
+            # Looked up on the package at call time, as before the split:
+            # ``runs.admin.INLINE_LIMIT`` stays the one knob (tests lower it there).
+            self._limited = super().get_queryset()[: admin_package.INLINE_LIMIT]
         return self._limited
 
 
@@ -508,17 +366,6 @@ class RunAdmin(admin.ModelAdmin):
         )
 
 
-class RunReadOnlyChildAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Rows that (mostly) belong to a run and that only the engine writes."""
-
-    @admin.display(description="run", ordering="run")
-    def run_link(self, obj: Any) -> SafeString | str:
-        if obj.run_id is None:
-            return EMPTY
-        url = reverse(f"{self.admin_site.name}:runs_run_change", args=[obj.run_id])
-        return format_html('<a href="{}" title="{}">{}</a>', url, obj.run_id, str(obj.run_id)[:8])
-
-
 @admin.register(Step)
 class StepAdmin(RunReadOnlyChildAdmin):
     list_display = [
@@ -603,111 +450,3 @@ class IdempotencyKeyAdmin(RunReadOnlyChildAdmin):
     search_fields = ["key", "run__id"]
     date_hierarchy = "created_at"
     fields = readonly_fields = ["scope", "key", "request_hash", "run", "created_at", "expires_at"]
-
-
-# --- circuit breakers -------------------------------------------------------------------------
-@admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(admin.ModelAdmin):
-    """Admins tune the threshold and cooldown; the state belongs to the workers."""
-
-    list_display = [
-        "service",
-        "state",
-        "consecutive_failures",
-        "failure_threshold",
-        "cooldown_seconds",
-        "opened_until",
-        "total_failures",
-        "total_retries",
-        "updated_at",
-    ]
-    list_filter = ["state"]
-    search_fields = ["service"]
-    actions = ["close_circuits"]
-    TUNABLE = ("failure_threshold", "cooldown_seconds")
-    fields = [
-        "service",
-        TUNABLE,
-        ("state", "consecutive_failures", "opened_until"),
-        ("total_failures", "total_retries", "updated_at"),
-    ]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        fixed = [f for f in flatten(self.fields) if f not in self.TUNABLE]
-        # The service names the breaker: set when a breaker is made ahead of its first use.
-        return [f for f in fixed if f != "service"] if obj is None else fixed
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def save_model(
-        self, request: HttpRequest, obj: CircuitBreaker, form: Any, change: bool
-    ) -> None:
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Write only the tuned columns: a full save would overwrite the state that workers
-        # change concurrently (an open circuit would be closed by saving a threshold).
-        changed = [f for f in form.changed_data if f in self.TUNABLE]
-        if not changed:
-            return
-        obj.save(update_fields=[*changed, "updated_at"])
-        Event.append(
-            "circuit.tuned",
-            chain=f"circuit:{obj.service}",
-            actor=admin_actor(request),
-            actor_user_id=request.user.pk,
-            data={"service": obj.service, **{f: form.cleaned_data[f] for f in changed}},
-        )
-
-    @admin.action(description="Close selected circuits", permissions=["change"])
-    def close_circuits(self, request: HttpRequest, queryset: QuerySet[CircuitBreaker]) -> None:
-        services = list(queryset.values_list("service", flat=True))
-        with transaction.atomic():
-            rows_updated = CircuitBreaker.objects.filter(service__in=services).update(
-                state=CircuitBreaker.State.CLOSED,
-                consecutive_failures=0,
-                opened_until=None,
-                updated_at=timezone.now(),
-            )
-            for service in services:
-                Event.append(
-                    "circuit.closed",
-                    chain=f"circuit:{service}",
-                    actor=admin_actor(request),
-                    actor_user_id=request.user.pk,
-                    data={"service": service},
-                )
-        self.message_user(
-            request,
-            f"{rows_updated} circuit{'s were' if rows_updated != 1 else ' was'} closed.",
-            level=messages.SUCCESS,
-        )
-
-
-# --- the audit trail ---------------------------------------------------------------------------
-@admin.register(Event)
-class EventAdmin(RunReadOnlyChildAdmin):
-    """The append-only audit trail: no add, change or delete here (the model and, on
-    PostgreSQL, a trigger refuse too)."""
-
-    list_display = ["id", "created_at", "kind", "actor", "run_link", "team", "data_preview"]
-    list_filter = ["kind", "team", "created_at"]
-    search_fields = ["kind", "actor", "=chain", "run__id"]
-    list_select_related = ["team"]
-    ordering = ["-id"]
-    # Counting a long audit table on every page load is the slow part of its changelist.
-    show_full_result_count = False
-    fields = [
-        ("id", "created_at", "kind"),
-        ("actor", "actor_user_id"),
-        ("run", "team"),
-        "data_pretty",
-        ("chain", "chain_seq"),
-        "prev_hash",
-        "hash",
-    ]
-    readonly_fields = flatten(fields)
-
-    data_preview = json_field("data", preview=True)
-    data_pretty = json_field("data")
