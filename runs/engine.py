@@ -28,7 +28,7 @@ from django.utils import timezone
 from runs import doorbell
 from runs.audit import Event
 from runs.checkpoints import Checkpoint
-from runs.context import Context, Flags, to_json
+from runs.context import SHUTDOWN, Context, Flags, to_json
 from runs.exceptions import (
     BudgetExceeded,
     LeaseLost,
@@ -172,6 +172,13 @@ def load_checkpoints(run_id: Any) -> tuple[dict[int, Checkpoint], dict[int, int]
 
 def drive(run_id: Any, *, token: str | None = None) -> str:
     """Drive one run for one slice. Returns what happened (for logs and tests)."""
+    if SHUTDOWN.is_set():
+        # A worker going down takes nothing new: the doorbell goes back to the broker for
+        # another worker (a message Celery still delivers during a warm shutdown would
+        # otherwise start a whole step here after SIGTERM).
+        with transaction.atomic():
+            doorbell.ring(run_id, countdown=1)
+        return "skipped"
     token = token or new_lease_token()
     actor = worker_actor()
     run = take_lease(run_id, token, actor=actor)
