@@ -26,8 +26,19 @@ def _fmt(kind: str, value: Any) -> str:
     return str(value)
 
 
+def has_limits(run: Run) -> bool:
+    return (
+        run.limit_usd is not None
+        or run.limit_tokens is not None
+        or run.limit_actions is not None
+        or run.limit_wall_seconds is not None
+    )
+
+
 def exhausted_reason(run: Run, *, now: datetime | None = None) -> str:
     """Why the run may not take another step, or '' when it may."""
+    if not has_limits(run) and run.team.daily_usd_limit is None:
+        return ""
     usage = run.budget_usage(now=now)
     for kind in KINDS:
         spent, limit = usage[kind]["spent"], usage[kind]["limit"]

@@ -7,19 +7,22 @@ workers racing for one run execute each step's checkpoint once.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
-from django.db.models import F
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from runs.audit import Event
-from runs.budget import new_warnings
+from runs import hotpath
+from runs.audit import canonical
+from runs.budget import has_limits, new_warnings
 from runs.exceptions import LeaseLost, StepFailed, StepTimeout, Suspend
-from runs.models import Run, RunStatus, Step, StepAttempt, TeamDailySpend, WaitKind
+from runs.models import Run, Step, StepAttempt, TeamDailySpend, WaitKind
+from runs.redact import redact
 from runs.retry import error_dict, is_retryable
 
 if TYPE_CHECKING:
@@ -27,6 +30,12 @@ if TYPE_CHECKING:
     from runs.workflow import RetryPolicy
 
 Kind = Step.Kind
+_ZERO = Decimal(0)
+_STEP_EVENTS = {
+    Step.Status.COMPLETED: "step.completed",
+    Step.Status.FAILED: "step.failed",
+    Step.Status.PENDING: "step.waiting",
+}
 
 
 @dataclass
@@ -53,21 +62,70 @@ class CheckpointWriter:
     _usage_of_last: _LiveStep | None
 
     # ------------------------------------------------------------------ writes
-    def _guard(self, now: datetime, **extra: Any) -> None:
-        """The lease check every checkpoint write starts with (and a lease renewal)."""
+    #: Flags returned by a checkpoint's write are trusted for the next step's checks only
+    #: while they are this fresh; older ones are read again.
+    FLAGS_MAX_AGE = 0.25
+    _head: tuple[int, str] | None = None
+    _flags_row: dict[str, Any] | None = None
+    _flags_at: float = 0.0
+    _idle_written: datetime | None = None
+
+    def _guard(self, now: datetime, *, actions: int = 0, usd: Decimal = _ZERO,
+               tokens: int = 0) -> None:
+        """The lease check every checkpoint write starts with; it charges the step's spend
+        and returns the run's flags for the next step's checks. The heartbeat renews the
+        lease itself, so a step's write leaves the lease column (and its index) alone."""
         idle = self.run.idle_timeout_seconds
-        n = Run.objects.filter(
-            pk=self.run_id, lease_owner=self.worker, status=RunStatus.RUNNING
-        ).update(
-            last_activity_at=now,
-            idle_deadline_at=now + timedelta(seconds=idle) if idle else None,
-            lease_expires_at=now + timedelta(seconds=self.lease_seconds),
-            step_deadline_at=None,
-            updated_at=now,
-            **extra,
+        idle_deadline = None
+        if idle:
+            # Moving the idle deadline rewrites an indexed column: do it only when it moved
+            # by more than a twentieth of the timeout.
+            candidate = now + timedelta(seconds=idle)
+            written = self._idle_written
+            if written is None or (candidate - written).total_seconds() > max(1.0, idle / 20):
+                idle_deadline = self._idle_written = candidate
+        row = hotpath.guard(
+            self.run_id, self.worker, now=now, actions=actions, usd=usd, tokens=tokens,
+            idle_deadline=idle_deadline,
         )
-        if not n:
+        if row is None:
             raise LeaseLost()
+        self._flags_row, self._flags_at = row, time.monotonic()
+
+    def _take_flags(self) -> dict[str, Any]:
+        """The run's flags for this step's checks: from the last write if fresh, else read."""
+        row, self._flags_row = self._flags_row, None
+        if row is not None and time.monotonic() - self._flags_at <= self.FLAGS_MAX_AGE:
+            return row
+        found = hotpath.read_flags(self.run_id)
+        if found is None or found[0] != self.worker:
+            raise LeaseLost()
+        return found[1]
+
+    def _event(self, kind: str, data: dict[str, Any], *, now: datetime | None = None) -> None:
+        """Append to this run's audit chain inside the caller's transaction, from the cached
+        chain head (a stale head fails the unique constraint; ``_write`` then retries)."""
+        if self._head is None:
+            self._head = hotpath.chain_head(str(self.run_id))
+        self._head = hotpath.insert_event(
+            run_id=self.run_id, team_id=self.run.team_id, chain=str(self.run_id),
+            head=self._head, kind=kind, actor=self.actor, data=canonical(redact(data)),
+            now=now or timezone.now(),
+        )
+
+    def _write(self, body: Callable[[], Any]) -> Any:
+        """Run ``body`` in one transaction; if another writer appended to this run's chain
+        since our cached head (the INSERT hit the unique constraint), retry once fresh."""
+        for attempt in (1, 2):
+            head = self._head
+            try:
+                with transaction.atomic():
+                    return body()
+            except IntegrityError:
+                self._head = None
+                if attempt == 2 or head is None:
+                    raise
+        raise AssertionError("unreachable")
 
     def _checkpoint(
         self,
@@ -87,102 +145,70 @@ class CheckpointWriter:
         """Store the step's checkpoint, its event and its spend in one transaction."""
         now = timezone.now()
         live = self._usage_of_last
-        usd = live.usd if (charge and live and live.seq == seq) else Decimal(0)
+        usd = live.usd if (charge and live and live.seq == seq) else _ZERO
         tokens = live.tokens if (charge and live and live.seq == seq) else 0
         actions = 1 if (charge and kind == Kind.STEP) else 0
-        with transaction.atomic():
-            self._guard(
-                now,
-                spent_actions=F("spent_actions") + actions,
-                spent_usd=F("spent_usd") + usd,
-                spent_tokens=F("spent_tokens") + tokens,
-            )
-            Step.objects.create(
-                run_id=self.run_id,
-                seq=seq,
-                name=name,
-                kind=kind,
-                status=status,
-                output=output,
-                error=error,
-                attempts=attempts,
-                service=service,
-                via_fallback=via_fallback,
-                usage_usd=usd,
-                usage_tokens=tokens,
-                started_at=started,
-                finished_at=now if status != Step.Status.PENDING else None,
+        data: dict[str, Any] = {
+            "seq": seq,
+            "name": name,
+            "kind": kind,
+            "attempts": attempts,
+            "duration_ms": round((now - started).total_seconds() * 1000, 2),
+        }
+        if usd or tokens:
+            data["usage"] = {"usd": str(usd), "tokens": tokens}
+        if service:
+            data["service"] = service
+        if via_fallback:
+            data["via_fallback"] = True
+        if error:
+            data["error"] = error
+        event = _STEP_EVENTS[status]
+
+        def body() -> None:
+            self._guard(now, actions=actions, usd=usd, tokens=tokens)
+            hotpath.insert_step(
+                self.run_id, seq=seq, name=name, kind=kind, status=status, output=output,
+                error=error, attempts=attempts, service=service, via_fallback=via_fallback,
+                usd=usd, tokens=tokens, started=started,
+                finished=now if status != Step.Status.PENDING else None,
             )
             if usd or tokens:
                 TeamDailySpend.charge(self.run.team_id, usd=usd, tokens=tokens, day=now.date())
-            data: dict[str, Any] = {
-                "seq": seq,
-                "name": name,
-                "kind": kind,
-                "attempts": attempts,
-                "duration_ms": round((now - started).total_seconds() * 1000, 2),
-            }
-            if usd or tokens:
-                data["usage"] = {"usd": str(usd), "tokens": tokens}
-            if service:
-                data["service"] = service
-            if via_fallback:
-                data["via_fallback"] = True
-            if error:
-                data["error"] = error
-            event = {
-                Step.Status.COMPLETED: "step.completed",
-                Step.Status.FAILED: "step.failed",
-                Step.Status.PENDING: "step.waiting",
-            }[status]
-            Event.append(
-                event,
-                run_id=self.run_id,
-                team_id=self.run.team_id,
-                actor=self.actor,
-                data=data,
-                locked=True,
-            )
-            self.run.spent_actions += actions
-            self.run.spent_usd += usd
-            self.run.spent_tokens += tokens
-            if charge and (usd or tokens or actions):
-                self._warn_budgets()
+            self._event(event, data, now=now)
+            if charge and (usd or tokens or actions) and has_limits(self.run):
+                self._warn_budgets(spent=self._flags_row)
+
+        self._write(body)
         cp = Checkpoint(seq, name, kind, status, output, error)
         self._checkpoints[seq] = cp
         return cp
 
-    def _warn_budgets(self) -> None:
+    def _warn_budgets(self, *, spent: dict[str, Any] | None) -> None:
+        if spent:
+            for key, value in spent.items():
+                setattr(self.run, key, value)
         warnings = new_warnings(self.run)
         if not warnings:
             return
         self.run.budget_warned = [*self.run.budget_warned, *(k for k, _ in warnings)]
         Run.objects.filter(pk=self.run_id).update(budget_warned=self.run.budget_warned)
+        if self._flags_row is not None:
+            self._flags_row["budget_warned"] = self.run.budget_warned
         for kind, frac in warnings:
-            Event.append(
-                "budget.warning",
-                run_id=self.run_id,
-                team_id=self.run.team_id,
-                actor=self.actor,
-                data={"budget": kind, "fraction": frac},
-                locked=True,
-            )
+            self._event("budget.warning", {"budget": kind, "fraction": frac})
 
     def _complete_pending(self, seq: int, name: str, kind: str, output: Any) -> None:
         now = timezone.now()
-        with transaction.atomic():
+
+        def body() -> None:
             self._guard(now)
             Step.objects.filter(run_id=self.run_id, seq=seq).update(
                 status=Step.Status.COMPLETED, output=output, finished_at=now
             )
-            Event.append(
-                "step.completed",
-                run_id=self.run_id,
-                team_id=self.run.team_id,
-                actor=self.actor,
-                data={"seq": seq, "name": name, "kind": kind},
-                locked=True,
-            )
+            self._event("step.completed", {"seq": seq, "name": name, "kind": kind}, now=now)
+
+        self._write(body)
         self._checkpoints[seq] = Checkpoint(seq, name, kind, Step.Status.COMPLETED, output)
 
     def _record_attempt(
@@ -199,7 +225,8 @@ class CheckpointWriter:
     ) -> dict[str, Any]:
         now = timezone.now()
         err = error_dict(exc)
-        with transaction.atomic():
+
+        def body() -> None:
             self._guard(now)
             StepAttempt.objects.create(
                 run_id=self.run_id,
@@ -219,14 +246,9 @@ class CheckpointWriter:
                 data["retry_at"] = retry_at.isoformat()
             if service:
                 data["service"] = service
-            Event.append(
-                "step.attempt_failed",
-                run_id=self.run_id,
-                team_id=self.run.team_id,
-                actor=self.actor,
-                data=data,
-                locked=True,
-            )
+            self._event("step.attempt_failed", data, now=now)
+
+        self._write(body)
         return err
 
     def _schedule_retry(

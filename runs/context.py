@@ -26,7 +26,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from runs import breaker
-from runs.audit import Event
 from runs.budget import exhausted_reason
 from runs.checkpoints import Checkpoint, CheckpointWriter
 from runs.exceptions import (
@@ -200,13 +199,10 @@ class Context(CheckpointWriter):
                 progress=new, updated_at=now
             )
             if n and stage_changed:
-                Event.append(
+                self._event(
                     "run.progress",
-                    run_id=self.run_id,
-                    team_id=self.run.team_id,
-                    actor=self.actor,
-                    data={k: new.get(k) for k in ("done", "total", "stage", "message")},
-                    locked=True,
+                    {k: new.get(k) for k in ("done", "total", "stage", "message")},
+                    now=now,
                 )
 
     # ------------------------------------------------------------------ steps
@@ -480,26 +476,10 @@ class Context(CheckpointWriter):
             SHUTDOWN.is_set() or time.monotonic() - self._slice_start > self.slice_seconds
         ):
             raise YieldSlice()
-        row = (
-            Run.objects.filter(pk=self.run_id)
-            .values(
-                "stop_requested",
-                "pause_requested",
-                "pause_reason",
-                "lease_owner",
-                "limit_usd",
-                "limit_tokens",
-                "limit_actions",
-                "limit_wall_seconds",
-                "spent_usd",
-                "spent_tokens",
-                "spent_actions",
-                "budget_warned",
-            )
-            .first()
-        )
-        if row is None or row.pop("lease_owner") != self.worker:
-            raise LeaseLost()
+        if self._flags.stop:
+            self._stopping = True
+            raise StopRequested()
+        row = self._take_flags()
         for key, value in row.items():
             setattr(self.run, key, value)
         if row["stop_requested"]:
