@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs import hotpath
@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 Kind = Step.Kind
 _ZERO = Decimal(0)
+try:  # errors raised when a PostgreSQL pipeline syncs are psycopg's own, not Django's
+    from psycopg import IntegrityError as _PsycopgIntegrityError
+
+    _INTEGRITY_ERRORS: tuple[type[Exception], ...] = (IntegrityError, _PsycopgIntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a dependency
+    _INTEGRITY_ERRORS = (IntegrityError,)
 _STEP_EVENTS = {
     Step.Status.COMPLETED: "step.completed",
     Step.Status.FAILED: "step.failed",
@@ -70,11 +76,19 @@ class CheckpointWriter:
     _flags_at: float = 0.0
     _idle_written: datetime | None = None
 
-    def _guard(self, now: datetime, *, actions: int = 0, usd: Decimal = _ZERO,
-               tokens: int = 0) -> None:
+    def _guard(
+        self,
+        now: datetime,
+        *,
+        actions: int = 0,
+        usd: Decimal = _ZERO,
+        tokens: int = 0,
+        then: list[hotpath.Statement] | None = None,
+    ) -> None:
         """The lease check every checkpoint write starts with; it charges the step's spend
         and returns the run's flags for the next step's checks. The heartbeat renews the
-        lease itself, so a step's write leaves the lease column (and its index) alone."""
+        lease itself, so a step's write leaves the lease column (and its index) alone.
+        ``then`` are more statements of the same transaction, sent in the same round trip."""
         idle = self.run.idle_timeout_seconds
         idle_deadline = None
         if idle:
@@ -84,10 +98,19 @@ class CheckpointWriter:
             written = self._idle_written
             if written is None or (candidate - written).total_seconds() > max(1.0, idle / 20):
                 idle_deadline = self._idle_written = candidate
-        row = hotpath.guard(
-            self.run_id, self.worker, now=now, actions=actions, usd=usd, tokens=tokens,
-            idle_deadline=idle_deadline,
-        )
+        statements = [
+            hotpath.guard(
+                self.run_id,
+                self.worker,
+                now=now,
+                actions=actions,
+                usd=usd,
+                tokens=tokens,
+                idle_deadline=idle_deadline,
+            ),
+            *(then or []),
+        ]
+        row = hotpath.run(statements)
         if row is None:
             raise LeaseLost()
         self._flags_row, self._flags_at = row, time.monotonic()
@@ -102,16 +125,30 @@ class CheckpointWriter:
             raise LeaseLost()
         return found[1]
 
-    def _event(self, kind: str, data: dict[str, Any], *, now: datetime | None = None) -> None:
-        """Append to this run's audit chain inside the caller's transaction, from the cached
-        chain head (a stale head fails the unique constraint; ``_write`` then retries)."""
+    def _event_statement(
+        self, kind: str, data: dict[str, Any], *, now: datetime | None = None
+    ) -> tuple[hotpath.Statement, tuple[int, str]]:
+        """The INSERT appending to this run's audit chain from the cached chain head (a stale
+        head fails the unique constraint; ``_write`` then retries), and the next head."""
         if self._head is None:
             self._head = hotpath.chain_head(str(self.run_id))
-        self._head = hotpath.insert_event(
-            run_id=self.run_id, team_id=self.run.team_id, chain=str(self.run_id),
-            head=self._head, kind=kind, actor=self.actor, data=canonical(redact(data)),
+        return hotpath.event(
+            run_id=self.run_id,
+            team_id=self.run.team_id,
+            chain=str(self.run_id),
+            head=self._head,
+            kind=kind,
+            actor=self.actor,
+            data=canonical(redact(data)),
             now=now or timezone.now(),
         )
+
+    def _event(self, kind: str, data: dict[str, Any], *, now: datetime | None = None) -> None:
+        """Append to this run's audit chain inside the caller's transaction."""
+        (sql, params), head = self._event_statement(kind, data, now=now)
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+        self._head = head
 
     def _write(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` in one transaction; if another writer appended to this run's chain
@@ -121,7 +158,7 @@ class CheckpointWriter:
             try:
                 with transaction.atomic():
                     return body()
-            except IntegrityError:
+            except _INTEGRITY_ERRORS:
                 self._head = None
                 if attempt == 2 or head is None:
                     raise
@@ -166,16 +203,27 @@ class CheckpointWriter:
         event = _STEP_EVENTS[status]
 
         def body() -> None:
-            self._guard(now, actions=actions, usd=usd, tokens=tokens)
-            hotpath.insert_step(
-                self.run_id, seq=seq, name=name, kind=kind, status=status, output=output,
-                error=error, attempts=attempts, service=service, via_fallback=via_fallback,
-                usd=usd, tokens=tokens, started=started,
+            step = hotpath.step(
+                self.run_id,
+                seq=seq,
+                name=name,
+                kind=kind,
+                status=status,
+                output=output,
+                error=error,
+                attempts=attempts,
+                service=service,
+                via_fallback=via_fallback,
+                usd=usd,
+                tokens=tokens,
+                started=started,
                 finished=now if status != Step.Status.PENDING else None,
             )
+            append, head = self._event_statement(event, data, now=now)
+            self._guard(now, actions=actions, usd=usd, tokens=tokens, then=[step, append])
+            self._head = head
             if usd or tokens:
                 TeamDailySpend.charge(self.run.team_id, usd=usd, tokens=tokens, day=now.date())
-            self._event(event, data, now=now)
             if charge and (usd or tokens or actions) and has_limits(self.run):
                 self._warn_budgets(spent=self._flags_row)
 

@@ -65,8 +65,7 @@ def _sql(vendor: str) -> dict[str, str]:
         "step": f"INSERT INTO {step} ({step_cols}) VALUES ({', '.join(['%s'] * 14)})",
         "event": f"INSERT INTO {event} ({event_cols}) VALUES ({', '.join(['%s'] * 11)})",
         "head": (
-            f"SELECT chain_seq, hash FROM {event} WHERE chain = %s "
-            "ORDER BY chain_seq DESC LIMIT 1"
+            f"SELECT chain_seq, hash FROM {event} WHERE chain = %s ORDER BY chain_seq DESC LIMIT 1"
         ),
     }
 
@@ -101,6 +100,36 @@ def _run_id(run_id: Any) -> Any:
     return Run._meta.pk.get_db_prep_value(run_id, connection)
 
 
+Statement = tuple[str, list[Any]]
+
+
+def run(statements: list[Statement]) -> dict[str, Any] | None:
+    """Execute the statements in the current transaction; the first must be a ``guard``.
+
+    Returns the run's flags as of the guard's write, or None when this worker no longer holds
+    the lease (then the caller raises, and the transaction with the later statements rolls
+    back). On PostgreSQL the statements go in one pipeline: one network round trip.
+    """
+    if connection.vendor == "postgresql" and len(statements) > 1:
+        connection.ensure_connection()
+        cursors = [connection.cursor() for _ in statements]
+        try:
+            with connection.connection.pipeline():
+                for cur, (sql, params) in zip(cursors, statements, strict=True):
+                    cur.execute(sql, params)
+            row = cursors[0].fetchone()
+        finally:
+            for cur in cursors:
+                cur.close()
+    else:
+        with connection.cursor() as cur:
+            for i, (sql, params) in enumerate(statements):
+                cur.execute(sql, params)
+                if i == 0:
+                    row = cur.fetchone()
+    return _flags(row) if row else None
+
+
 def guard(
     run_id: Any,
     worker: str,
@@ -110,12 +139,9 @@ def guard(
     usd: Decimal,
     tokens: int,
     idle_deadline: datetime | None = None,
-) -> dict[str, Any] | None:
-    """The lease check that starts every checkpoint transaction, charging the step's spend.
-
-    Returns the run's flags as of this write, or None when this worker no longer holds the
-    lease (then nothing more may be written).
-    """
+) -> Statement:
+    """The lease check that starts every checkpoint transaction, charging the step's spend
+    and returning the run's flags (see ``run``)."""
     sql = _sql(connection.vendor)
     params: list[Any] = [
         actions,
@@ -127,10 +153,7 @@ def guard(
     if idle_deadline is not None:
         params.append(_dt(idle_deadline))
     params += [_run_id(run_id), worker]
-    with connection.cursor() as cur:
-        cur.execute(sql["guard_idle" if idle_deadline is not None else "guard"], params)
-        row = cur.fetchone()
-    return _flags(row) if row else None
+    return sql["guard_idle" if idle_deadline is not None else "guard"], params
 
 
 def read_flags(run_id: Any) -> tuple[str, dict[str, Any]] | None:
@@ -140,7 +163,7 @@ def read_flags(run_id: Any) -> tuple[str, dict[str, Any]] | None:
     return (row[0], _flags(row[1:])) if row else None
 
 
-def insert_step(
+def step(
     run_id: Any,
     *,
     seq: int,
@@ -156,7 +179,7 @@ def insert_step(
     tokens: int,
     started: datetime,
     finished: datetime | None,
-) -> None:
+) -> Statement:
     params = [
         _run_id(run_id),
         seq,
@@ -173,8 +196,7 @@ def insert_step(
         _dt(started),
         _dt(finished),
     ]
-    with connection.cursor() as cur:
-        cur.execute(_sql(connection.vendor)["step"], params)
+    return _sql(connection.vendor)["step"], params
 
 
 def chain_head(chain: str) -> tuple[int, str]:
@@ -186,7 +208,7 @@ def chain_head(chain: str) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
-def insert_event(
+def event(
     *,
     run_id: Any,
     team_id: int,
@@ -196,19 +218,33 @@ def insert_event(
     actor: str,
     data: dict[str, Any],
     now: datetime,
-) -> tuple[int, str]:
-    """Append an event after ``head``; returns the new head. A stale head makes the INSERT
+) -> tuple[Statement, tuple[int, str]]:
+    """The INSERT of an event after ``head``, and the new head. A stale head makes the INSERT
     fail on the (chain, chain_seq) unique constraint, so the caller retries with a fresh one."""
     seq, prev = head[0] + 1, head[1]
     event = Event(
-        run_id=run_id, team_id=team_id, chain=chain, chain_seq=seq, kind=kind, actor=actor,
-        data=data, created_at=now, prev_hash=prev,
+        run_id=run_id,
+        team_id=team_id,
+        chain=chain,
+        chain_seq=seq,
+        kind=kind,
+        actor=actor,
+        data=data,
+        created_at=now,
+        prev_hash=prev,
     )
     digest = event.compute_hash()
     params = [
-        _run_id(run_id), team_id, chain, seq, kind, actor, None, _json(data), _dt(now), prev,
+        _run_id(run_id),
+        team_id,
+        chain,
+        seq,
+        kind,
+        actor,
+        None,
+        _json(data),
+        _dt(now),
+        prev,
         digest,
     ]
-    with connection.cursor() as cur:
-        cur.execute(_sql(connection.vendor)["event"], params)
-    return seq, digest
+    return (_sql(connection.vendor)["event"], params), (seq, digest)

@@ -306,3 +306,14 @@ def test_pause_of_a_held_run_takes_effect_at_the_next_step(team, drive):
     run = drive(run.pk)
     assert run.status == RunStatus.PAUSED
     assert not Step.objects.filter(run=run).exists()
+
+
+def test_an_operator_event_during_a_step_does_not_break_the_chain(team, drive):
+    run = drive(start("t-interleave").pk)
+    assert run.status == RunStatus.SUCCEEDED
+    from runs.audit import verify_chain
+
+    assert verify_chain(str(run.pk)).broken_at is None
+    events = kinds(run)
+    assert events.index("run.budget_raised") < events.index("run.succeeded")
+    assert events.count("step.completed") == 3

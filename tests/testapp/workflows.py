@@ -210,3 +210,20 @@ def deadline_workflow(ctx: Any, data: Any) -> str:
 @workflow(name="t-secret")
 def secret_workflow(ctx: Any, data: Any) -> Any:
     return ctx.step("leak", lambda: {"api_key": "sk-live-123", "tokens": 5, "ok": True})
+
+
+def operator_meddles(run_id: str) -> str:
+    """An operator acts on the run while its worker is in this step: the worker's cached
+    audit-chain head is stale when it writes this step's checkpoint."""
+    from runs.models import Run
+
+    Run.objects.get(pk=run_id).raise_budget(actor="user:lead", usd=100)
+    return "meddled"
+
+
+@workflow(name="t-interleave")
+def interleave_workflow(ctx: Any, data: Any) -> str:
+    ctx.step("first", noop)
+    ctx.step("meddle", operator_meddles, str(ctx.run_id))
+    ctx.step("last", noop)
+    return "ok"
