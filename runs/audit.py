@@ -35,7 +35,7 @@ def canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-def _digest(
+def digest(
     prev: str, chain: str, seq: int, kind: str, actor: str, run_id: str, data: Any, created_at: str
 ) -> str:
     body = json.dumps(
@@ -96,7 +96,7 @@ class Event(models.Model):
         raise AuditImmutable("events are append-only: they cannot be deleted")
 
     def compute_hash(self) -> str:
-        return _digest(
+        return digest(
             self.prev_hash,
             self.chain,
             self.chain_seq,

@@ -19,6 +19,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
 from runs.audit import Event
+from runs.audit import digest as audit_digest
 from runs.models import Run, Step
 
 #: The run columns every step is checked against (cancel, pause, budgets).
@@ -222,18 +223,8 @@ def event(
     """The INSERT of an event after ``head``, and the new head. A stale head makes the INSERT
     fail on the (chain, chain_seq) unique constraint, so the caller retries with a fresh one."""
     seq, prev = head[0] + 1, head[1]
-    event = Event(
-        run_id=run_id,
-        team_id=team_id,
-        chain=chain,
-        chain_seq=seq,
-        kind=kind,
-        actor=actor,
-        data=data,
-        created_at=now,
-        prev_hash=prev,
-    )
-    digest = event.compute_hash()
+    # The same digest as ``Event.compute_hash``, without building a model instance.
+    digest = audit_digest(prev, chain, seq, kind, actor, str(run_id), data, now.isoformat())
     params = [
         _run_id(run_id),
         team_id,

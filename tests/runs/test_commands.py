@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from runs.models import Event, Run, RunStatus
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.engine, pytest.mark.django_db]
 
 
 def run_cmd(*args: str) -> dict:
