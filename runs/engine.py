@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -45,6 +45,12 @@ from runs.retry import error_dict
 from runs.workflow import get_workflow
 
 log = logging.getLogger(__name__)
+try:  # errors raised when a PostgreSQL pipeline syncs are psycopg's own, not Django's
+    from psycopg import Error as _PsycopgError
+
+    DATABASE_ERRORS: tuple[type[Exception], ...] = (DatabaseError, _PsycopgError)
+except ImportError:  # pragma: no cover - psycopg is a dependency
+    DATABASE_ERRORS = (DatabaseError,)
 HOST = socket.gethostname()
 
 
@@ -262,6 +268,16 @@ def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
     except LeaseLost:
         log.info("run %s: lease lost, abandoning this slice", run.pk)
         return "lease-lost"
+    except DATABASE_ERRORS:
+        # The ledger itself failed (connection lost, server restarting): this is no verdict on
+        # the run. Hand it back without ringing, so the orphan sweep retries it after its
+        # interval rather than in a hot loop; if even that fails, the lease lapses.
+        log.exception("run %s: database error, abandoning this slice", run.pk)
+        try:
+            _release(run, mine, ring=False)
+        except DATABASE_ERRORS:
+            log.warning("run %s: could not release the lease; it will lapse", run.pk)
+        return "database-error"
     except NonDeterminismError as exc:
         _finish(run, RunStatus.FAILED, "run.failed", actor, mine, error=error_dict(exc))
         return "failed"
@@ -350,7 +366,7 @@ def _pause(run: Run, reason: str, actor: str, mine: Q, *, by: str) -> None:
     )
 
 
-def _release(run: Run, mine: Q) -> None:
+def _release(run: Run, mine: Q, *, ring: bool = True) -> None:
     """Hand the run back (still runnable) and ring so another slice picks it up."""
     now = timezone.now()
     with transaction.atomic():
@@ -365,7 +381,7 @@ def _release(run: Run, mine: Q) -> None:
                 updated_at=now,
             )
         )
-        if released:
+        if released and ring:
             doorbell.ring(run.pk)
 
 

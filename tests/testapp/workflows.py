@@ -227,3 +227,15 @@ def interleave_workflow(ctx: Any, data: Any) -> str:
     ctx.step("meddle", operator_meddles, str(ctx.run_id))
     ctx.step("last", noop)
     return "ok"
+
+
+@workflow(name="t-dberror")
+def dberror_workflow(ctx: Any, data: Any) -> str:
+    ctx.step("first", noop)
+    if SWITCHES.get("db_down"):
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT * FROM no_such_table_the_database_is_unwell")
+    ctx.step("second", noop)
+    return "ok"
