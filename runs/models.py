@@ -217,6 +217,12 @@ class Run(RunOperations, models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("start_run", "Can start runs"),
+            ("operate_run", "Can cancel, pause, resume, retry runs and raise their budgets"),
+            ("decide_approval", "Can approve or reject agent actions"),
+            ("administer_team", "Can administer a team"),
+        ]
         indexes = [
             # Each sweep reads one of these partial indexes, so its cost follows what is due.
             models.Index(fields=["wake_at"], name="run_due_timers", condition=Q(status="waiting")),

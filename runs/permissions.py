@@ -1,0 +1,59 @@
+"""Who may do what, per team. Checked at the moment of each action, never cached per run.
+
+A user's role in a team (``Membership.role``) maps to Django permission codenames of the
+``runs`` app; superusers hold every permission in every team. Views and the API ask
+``can(user, team, perm)`` right before they act, and list only ``runs_visible_to(user)``;
+a run of another team is answered with 404, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+
+from runs.models import Membership, Run, Team
+
+VIEW = "runs.view_run"
+START = "runs.start_run"
+OPERATE = "runs.operate_run"
+DECIDE = "runs.decide_approval"
+ADMINISTER = "runs.administer_team"
+
+Role = Membership.Role
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    Role.VIEWER: frozenset({VIEW}),
+    Role.REVIEWER: frozenset({VIEW, DECIDE}),
+    Role.OPERATOR: frozenset({VIEW, START, OPERATE}),
+    Role.ADMIN: frozenset({VIEW, START, OPERATE, DECIDE, ADMINISTER}),
+}
+
+
+def _roles_with(perm: str) -> list[str]:
+    return [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
+
+
+def teams_for(user: Any, perm: str = VIEW) -> QuerySet[Team]:
+    """The teams in which ``user`` holds ``perm`` (read fresh from the database)."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Team.objects.none()
+    if user.is_superuser:
+        return Team.objects.all()
+    return Team.objects.filter(
+        membership__user=user, membership__role__in=_roles_with(perm)
+    ).distinct()
+
+
+def can(user: Any, team: Team | int, perm: str) -> bool:
+    """Whether ``user`` holds ``perm`` in ``team`` right now."""
+    team_id = team.pk if isinstance(team, Team) else team
+    return teams_for(user, perm).filter(pk=team_id).exists()
+
+
+def runs_visible_to(user: Any) -> QuerySet[Run]:
+    return Run.objects.filter(team__in=teams_for(user, VIEW))
+
+
+def actor_for(user: Any, *, channel: str = "user") -> str:
+    """How a person appears in the audit trail: ``user:alice``, ``api:alice``."""
+    return f"{channel}:{user.get_username()}"
