@@ -30,9 +30,25 @@ if TYPE_CHECKING:
 GENESIS = "0" * 64
 
 
+def normalise(value: Any) -> Any:
+    """Numbers as PostgreSQL's jsonb gives them back: an integral float that JSON writes with
+    an exponent (``1e+16``) returns as an int, and ``-0.0`` as ``0.0``."""
+    if isinstance(value, float):
+        if value == 0:
+            return 0.0
+        if value.is_integer() and "e" in repr(value):
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    return value
+
+
 def canonical(value: Any) -> Any:
     """The value as it will read back from a JSON column (so hashes survive a round trip)."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    return normalise(json.loads(json.dumps(value, cls=DjangoJSONEncoder)))
 
 
 def digest(

@@ -20,6 +20,9 @@ from runs.models import CircuitBreaker
 State = CircuitBreaker.State
 #: How long a run parks when another worker's trial call is in flight on a half-open circuit.
 HALF_OPEN_PARK = timedelta(seconds=5)
+#: A trial call that neither succeeded nor failed within this time (its worker died) lets
+#: the next caller try again.
+TRIAL_TIMEOUT = timedelta(seconds=60)
 
 
 def blocked_until(service: str) -> datetime | None:
@@ -28,15 +31,16 @@ def blocked_until(service: str) -> datetime | None:
     row = CircuitBreaker.objects.filter(service=service).values("state", "opened_until").first()
     if row is None or row["state"] == State.CLOSED:
         return None
-    if row["state"] == State.OPEN:
-        if row["opened_until"] and row["opened_until"] > now:
-            return row["opened_until"]
-        # Due: exactly one caller wins the trial call.
-        claimed = CircuitBreaker.objects.filter(
-            service=service, state=State.OPEN, opened_until__lte=now
-        ).update(state=State.HALF_OPEN)
-        if claimed:
-            return None
+    if row["opened_until"] and row["opened_until"] > now:
+        # Open and cooling down, or half-open with a trial call in flight.
+        return row["opened_until"] if row["state"] == State.OPEN else now + HALF_OPEN_PARK
+    # Due (or the last trial was abandoned): exactly one caller wins the next trial call;
+    # ``opened_until`` then bounds how long the others wait for it.
+    claimed = CircuitBreaker.objects.filter(
+        service=service, state__in=[State.OPEN, State.HALF_OPEN], opened_until__lte=now
+    ).update(state=State.HALF_OPEN, opened_until=now + TRIAL_TIMEOUT)
+    if claimed:
+        return None
     return now + HALF_OPEN_PARK
 
 

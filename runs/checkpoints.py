@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs import hotpath
 from runs.audit import canonical
 from runs.budget import has_limits, new_warnings
-from runs.exceptions import LeaseLost, StepFailed, StepTimeout, Suspend
+from runs.exceptions import LeaseLost, LedgerUnavailable, StepFailed, StepTimeout, Suspend
 from runs.models import Run, Step, StepAttempt, TeamDailySpend, WaitKind
 from runs.redact import redact
 from runs.retry import error_dict, is_retryable
@@ -32,11 +32,14 @@ if TYPE_CHECKING:
 Kind = Step.Kind
 _ZERO = Decimal(0)
 try:  # errors raised when a PostgreSQL pipeline syncs are psycopg's own, not Django's
+    from psycopg import Error as _PsycopgError
     from psycopg import IntegrityError as _PsycopgIntegrityError
 
     _INTEGRITY_ERRORS: tuple[type[Exception], ...] = (IntegrityError, _PsycopgIntegrityError)
+    _DATABASE_ERRORS: tuple[type[Exception], ...] = (DatabaseError, _PsycopgError)
 except ImportError:  # pragma: no cover - psycopg is a dependency
     _INTEGRITY_ERRORS = (IntegrityError,)
+    _DATABASE_ERRORS = (DatabaseError,)
 _STEP_EVENTS = {
     Step.Status.COMPLETED: "step.completed",
     Step.Status.FAILED: "step.failed",
@@ -152,16 +155,22 @@ class CheckpointWriter:
 
     def _write(self, body: Callable[[], Any]) -> Any:
         """Run ``body`` in one transaction; if another writer appended to this run's chain
-        since our cached head (the INSERT hit the unique constraint), retry once fresh."""
+        since our cached head (the INSERT hit the unique constraint), retry once fresh.
+
+        Any other database error becomes ``LedgerUnavailable``, which the workflow's own
+        ``except Exception`` cannot swallow: it must not carry on past an unrecorded step."""
         for attempt in (1, 2):
             head = self._head
             try:
                 with transaction.atomic():
                     return body()
-            except _INTEGRITY_ERRORS:
+            except _INTEGRITY_ERRORS as exc:
                 self._head = None
                 if attempt == 2 or head is None:
-                    raise
+                    raise LedgerUnavailable() from exc
+            except _DATABASE_ERRORS as exc:
+                self._head = None
+                raise LedgerUnavailable() from exc
         raise AssertionError("unreachable")
 
     def _checkpoint(
@@ -273,9 +282,16 @@ class CheckpointWriter:
     ) -> dict[str, Any]:
         now = timezone.now()
         err = error_dict(exc)
+        # What the failed attempt reported spending is charged too (a 429 after the tokens
+        # were billed still cost them); then it is gone, so nothing charges it twice.
+        live, self._usage_of_last = self._usage_of_last, None
+        usd = live.usd if live and live.seq == seq else _ZERO
+        tokens = live.tokens if live and live.seq == seq else 0
 
         def body() -> None:
-            self._guard(now)
+            self._guard(now, usd=usd, tokens=tokens)
+            if usd or tokens:
+                TeamDailySpend.charge(self.run.team_id, usd=usd, tokens=tokens, day=now.date())
             StepAttempt.objects.create(
                 run_id=self.run_id,
                 seq=seq,
@@ -294,6 +310,8 @@ class CheckpointWriter:
                 data["retry_at"] = retry_at.isoformat()
             if service:
                 data["service"] = service
+            if usd or tokens:
+                data["usage"] = {"usd": str(usd), "tokens": tokens}
             self._event("step.attempt_failed", data, now=now)
 
         self._write(body)

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from runs import breaker
+from runs.audit import normalise
 from runs.budget import exhausted_reason
 from runs.checkpoints import Checkpoint, CheckpointWriter
 from runs.exceptions import (
@@ -40,7 +41,7 @@ from runs.exceptions import (
     YieldSlice,
 )
 from runs.models import Run, Signal, Step, StepAttempt, WaitKind
-from runs.redact import redact
+from runs.redact import redact, redact_text
 from runs.retry import is_retryable
 
 if TYPE_CHECKING:
@@ -77,12 +78,19 @@ class Flags:
 def to_json(name: str, value: Any) -> Any:
     """The value as it is stored and replayed, or ``StepOutputError`` naming the step."""
     try:
-        return json.loads(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False))
+        text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StepOutputError(
             f"step {name!r} returned {type(value).__name__}, which cannot be stored as JSON "
             f"({exc}); return plain data: dict, list, str, int, float, bool or None"
         ) from None
+    if "\\u0000" in text:
+        # PostgreSQL's jsonb refuses NUL characters: say so now, as a verdict on the step.
+        raise StepOutputError(
+            f"step {name!r} returned text containing a NUL character (\\x00), which cannot be "
+            "stored; strip it from the output"
+        )
+    return normalise(json.loads(text))
 
 
 class Context(CheckpointWriter):
@@ -136,6 +144,14 @@ class Context(CheckpointWriter):
     def cancelled(self) -> bool:
         """True once cancellation (or the deadline) was requested; long steps may poll it."""
         return self._stopping or self._flags.stop
+
+    @property
+    def compensating(self) -> bool:
+        return self._compensating
+
+    @property
+    def steps_seen(self) -> int:
+        return self._seq
 
     @property
     def attempt(self) -> int:
@@ -194,16 +210,23 @@ class Context(CheckpointWriter):
         self._last_progress = mono
         now = timezone.now()
         new["updated_at"] = now.isoformat()
-        with transaction.atomic():
+        for key in ("stage", "message"):
+            if isinstance(new.get(key), str):
+                new[key] = redact_text(new[key])[:500]
+        stored = to_json("progress", new)
+
+        def body() -> None:
             n = Run.objects.filter(pk=self.run_id, lease_owner=self.worker).update(
-                progress=new, updated_at=now
+                progress=stored, updated_at=now
             )
             if n and stage_changed:
                 self._event(
                     "run.progress",
-                    {k: new.get(k) for k in ("done", "total", "stage", "message")},
+                    {k: stored.get(k) for k in ("done", "total", "stage", "message")},
                     now=now,
                 )
+
+        self._write(body)
 
     # ------------------------------------------------------------------ steps
     def step(
@@ -257,16 +280,17 @@ class Context(CheckpointWriter):
     ) -> Any:
         seq = self._seq + 1
         cp = self._checkpoints.get(seq)
+        # The number is used up before the stop check, so that compensations are numbered
+        # the same way whether the stop is seen here or in _before_live_step.
+        self._seq = seq
         self._stop_point(cp)
         if cp is not None:
             self._check_determinism(seq, cp, name, kind)
-            self._seq = seq
             if cp.status == Step.Status.COMPLETED:
                 if compensate is not None:
                     self._compensations.append((name, compensate, cp.output))
                 return cp.output
             raise StepFailed(name, cp.error or {})
-        self._seq = seq
         self._before_live_step(count_budget=kind == Kind.STEP)
         policy = retry or self.wf.retry
         if timeout is _UNSET:
@@ -291,6 +315,8 @@ class Context(CheckpointWriter):
             retryable = is_retryable(exc)
             if used_service and retryable:
                 breaker.record_failure(used_service, retrying=attempt < policy.max_attempts)
+            elif used_service:
+                breaker.record_success(used_service)  # it answered: a 4xx is about the call
             if retryable and attempt < policy.max_attempts:
                 self._schedule_retry(seq, name, attempt, exc, started, policy, used_service)
             if retryable and fallback is not None and not via_fallback:
@@ -441,10 +467,10 @@ class Context(CheckpointWriter):
     def _wait_point(self, name: str, kind: str) -> tuple[int, Checkpoint | None]:
         seq = self._seq + 1
         cp = self._checkpoints.get(seq)
+        self._seq = seq  # used up before the stop check, as in _step
         self._stop_point(cp)
         if cp is not None:
             self._check_determinism(seq, cp, name, kind)
-        self._seq = seq
         if cp is None or cp.status == Step.Status.PENDING:
             self._before_live_step(count_budget=False)
         return seq, cp

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -28,13 +28,15 @@ from django.utils import timezone
 from runs import doorbell
 from runs.audit import Event
 from runs.checkpoints import Checkpoint
-from runs.context import SHUTDOWN, Context, Flags, to_json
+from runs.context import SHUTDOWN, Context, Flags, PauseRequested, to_json
 from runs.exceptions import (
     BudgetExceeded,
     LeaseLost,
+    LedgerUnavailable,
     NonDeterminismError,
     StepFailed,
     StopRequested,
+    StopRun,
     Suspend,
     UnknownWorkflow,
     YieldSlice,
@@ -75,21 +77,24 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self._halt.wait(self.interval):
-                now = timezone.now()
-                renewed = Run.objects.filter(
-                    pk=self.run_id, lease_owner=self.token, status=RunStatus.RUNNING
-                ).update(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-                if not renewed:
-                    self.flags.lease_lost = True
-                    return
-                stop = (
-                    Run.objects.filter(pk=self.run_id)
-                    .values_list("stop_requested", flat=True)
-                    .first()
-                )
-                self.flags.stop = bool(stop)
-        except Exception:  # a heartbeat failure only risks the lease, never the run
-            log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
+                try:
+                    now = timezone.now()
+                    renewed = Run.objects.filter(
+                        pk=self.run_id, lease_owner=self.token, status=RunStatus.RUNNING
+                    ).update(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
+                    if not renewed:
+                        self.flags.lease_lost = True
+                        return
+                    stop = (
+                        Run.objects.filter(pk=self.run_id)
+                        .values_list("stop_requested", flat=True)
+                        .first()
+                    )
+                    self.flags.stop = bool(stop)
+                except DATABASE_ERRORS:
+                    # One failed beat only risks the lease: drop the connection, try again.
+                    log.warning("heartbeat for run %s failed", self.run_id, exc_info=True)
+                    connection.close()
         finally:
             connection.close()
 
@@ -185,6 +190,11 @@ def drive(run_id: Any, *, token: str | None = None) -> str:
         with transaction.atomic():
             doorbell.ring(run_id, countdown=1)
         return "skipped"
+    # Celery keeps connections across tasks (CELERY_DB_REUSE_MAX): drop any that broke,
+    # e.g. after a database failover, before this task relies on them.
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
     token = token or new_lease_token()
     actor = worker_actor()
     run = take_lease(run_id, token, actor=actor)
@@ -229,35 +239,28 @@ def drive(run_id: Any, *, token: str | None = None) -> str:
         heartbeat.halt()
 
 
+#: Consecutive slices the database refused before the run is failed instead of retried.
+MAX_DATABASE_ERRORS = 5
+
+
 def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
     try:
-        data = wf.parse_input(run.input)
-        result = wf.fn(ctx, data)
-        result = redact(to_json("the workflow's result", result))
-    except StopRequested:
-        failures = ctx.run_compensations()
-        why = Run.objects.filter(pk=run.pk).values_list("stop_requested", flat=True)[0]
-        to = RunStatus.TIMED_OUT if why == "timeout" else RunStatus.CANCELLED
-        _finish(
-            run,
-            to,
-            f"run.{to}",
-            actor,
-            mine,
-            error=(
-                {"type": "DeadlineExceeded", "message": "the run's deadline passed"}
-                if to == RunStatus.TIMED_OUT
-                else None
-            ),
-            data={"compensation_failures": failures} if failures else None,
-        )
-        return str(to)
+        try:
+            data = wf.parse_input(run.input)
+            result = wf.fn(ctx, data)
+            result = redact(to_json("the workflow's result", result))
+        except StopRequested:
+            return _stop(ctx, run, actor, mine)
+        except (NonDeterminismError, StopRun):
+            raise
+        except DATABASE_ERRORS:
+            raise
+        except Exception as exc:
+            return _fail_workflow(ctx, run, exc, actor, mine)
     except Suspend as s:
-        _suspend(run, s, actor, mine)
-        return "waiting"
+        _suspend(run, s, actor, mine, compensating=ctx.compensating)
+        return "compensating" if ctx.compensating else "waiting"
     except BudgetExceeded as b:
-        from runs.context import PauseRequested
-
         _pause(
             run, b.reason, actor, mine, by="person" if isinstance(b, PauseRequested) else "budget"
         )
@@ -268,42 +271,11 @@ def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
     except LeaseLost:
         log.info("run %s: lease lost, abandoning this slice", run.pk)
         return "lease-lost"
-    except DATABASE_ERRORS:
-        # The ledger itself failed (connection lost, server restarting): this is no verdict on
-        # the run. Hand it back without ringing, so the orphan sweep retries it after its
-        # interval rather than in a hot loop; if even that fails, the lease lapses.
-        log.exception("run %s: database error, abandoning this slice", run.pk)
-        try:
-            _release(run, mine, ring=False)
-        except DATABASE_ERRORS:
-            log.warning("run %s: could not release the lease; it will lapse", run.pk)
-        return "database-error"
     except NonDeterminismError as exc:
         _finish(run, RunStatus.FAILED, "run.failed", actor, mine, error=error_dict(exc))
         return "failed"
-    except Exception as exc:
-        err = exc.error if isinstance(exc, StepFailed) else error_dict(exc)
-        if isinstance(exc, StepFailed):
-            err = {**err, "step": exc.step_name}
-        try:
-            failures = ctx.run_compensations()
-        except (Suspend, YieldSlice, LeaseLost) as s:
-            # A compensation is waiting for its retry: the run fails once it is done.
-            if isinstance(s, Suspend):
-                _suspend(run, s, actor, mine)
-            elif isinstance(s, YieldSlice):
-                _release(run, mine)
-            return "compensating"
-        _finish(
-            run,
-            RunStatus.FAILED,
-            "run.failed",
-            actor,
-            mine,
-            error=err,
-            data={"compensation_failures": failures} if failures else None,
-        )
-        return "failed"
+    except (LedgerUnavailable, *DATABASE_ERRORS) as exc:
+        return _database_error(run, exc, actor, mine)
     except BaseException:
         # KeyboardInterrupt/SystemExit mid-run: hand the run back before going down.
         _release(run, mine)
@@ -317,10 +289,95 @@ def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
         actor=actor,
         result=result,
         result_is_partial=False,
-        data={"steps": ctx._seq},
+        data={"steps": ctx.steps_seen},
     ):
         return "lease-lost"
     return "succeeded"
+
+
+def _stop(ctx: Context, run: Run, actor: str, mine: Q) -> str:
+    """Cancelled or past its deadline: compensate, then finish. A compensation waiting for a
+    retry (or any other interruption) propagates to ``_execute`` and is handled there."""
+    failures = ctx.run_compensations()
+    why = Run.objects.filter(pk=run.pk).values_list("stop_requested", flat=True)[0]
+    to = RunStatus.TIMED_OUT if why == "timeout" else RunStatus.CANCELLED
+    error = (
+        {"type": "DeadlineExceeded", "message": "the run's deadline passed"}
+        if to == RunStatus.TIMED_OUT
+        else None
+    )
+    _finish(
+        run,
+        to,
+        f"run.{to}",
+        actor,
+        mine,
+        error=error,
+        data={"compensation_failures": failures} if failures else None,
+    )
+    return str(to)
+
+
+def _fail_workflow(ctx: Context, run: Run, exc: Exception, actor: str, mine: Q) -> str:
+    err = exc.error if isinstance(exc, StepFailed) else error_dict(exc)
+    if isinstance(exc, StepFailed):
+        err = {**err, "step": exc.step_name}
+    failures = ctx.run_compensations()
+    _finish(
+        run,
+        RunStatus.FAILED,
+        "run.failed",
+        actor,
+        mine,
+        error=err,
+        data={"compensation_failures": failures} if failures else None,
+    )
+    return "failed"
+
+
+def _database_error(run: Run, exc: BaseException, actor: str, mine: Q) -> str:
+    """The ledger refused a write: usually no verdict on the run (connection lost, server
+    restarting), so it is handed back without ringing and the orphan sweep retries it after
+    its interval. A run the database keeps refusing (its data cannot be stored) fails after
+    ``MAX_DATABASE_ERRORS`` slices in a row instead of looping for ever."""
+    cause = exc.__cause__ if isinstance(exc, LedgerUnavailable) and exc.__cause__ else exc
+    log.warning("run %s: database error, abandoning this slice: %s", run.pk, cause)
+    try:
+        with transaction.atomic():
+            Event.append(
+                "run.slice_failed",
+                run_id=run.pk,
+                team_id=run.team_id,
+                actor=actor,
+                data={"error": error_dict(cause)},
+            )
+            last_step = (
+                Event.objects.filter(run_id=run.pk, kind="step.completed")
+                .order_by("-id")
+                .values_list("id", flat=True)
+                .first()
+            ) or 0
+            failures = Event.objects.filter(
+                run_id=run.pk, kind="run.slice_failed", id__gt=last_step
+            ).count()
+        if failures >= MAX_DATABASE_ERRORS:
+            _finish(
+                run,
+                RunStatus.FAILED,
+                "run.failed",
+                actor,
+                mine,
+                error={
+                    **error_dict(cause),
+                    "message": f"the database refused this run's writes {failures} times in a row: "
+                    f"{error_dict(cause)['message']}",
+                },
+            )
+            return "failed"
+        _release(run, mine, ring=False)
+    except DATABASE_ERRORS:
+        log.warning("run %s: could not release the lease; it will lapse", run.pk)
+    return "database-error"
 
 
 def _finish(
@@ -349,11 +406,12 @@ def _finish(
 
 
 def _pause(run: Run, reason: str, actor: str, mine: Q, *, by: str) -> None:
-    Run.transition(
+    # A stop requested meanwhile wins over the pause: hand the run back to finish it.
+    if not Run.transition(
         run.pk,
         to=RunStatus.PAUSED,
         from_=[RunStatus.RUNNING],
-        guard=mine,
+        guard=mine & Q(stop_requested=""),
         event="run.paused",
         actor=actor,
         data={"reason": reason, "by": by},
@@ -363,13 +421,15 @@ def _pause(run: Run, reason: str, actor: str, mine: Q, *, by: str) -> None:
         lease_expires_at=None,
         step_deadline_at=None,
         idle_deadline_at=None,
-    )
+    ):
+        _release(run, mine)
 
 
 def _release(run: Run, mine: Q, *, ring: bool = True) -> None:
     """Hand the run back (still runnable) and ring so another slice picks it up."""
     now = timezone.now()
     with transaction.atomic():
+        # The idle deadline goes too: a run waiting in a backlogged queue is not stalled.
         released = (
             Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING)
             .filter(mine)
@@ -377,6 +437,7 @@ def _release(run: Run, mine: Q, *, ring: bool = True) -> None:
                 lease_owner="",
                 lease_expires_at=None,
                 step_deadline_at=None,
+                idle_deadline_at=None,
                 rung_at=now,
                 updated_at=now,
             )
@@ -385,7 +446,7 @@ def _release(run: Run, mine: Q, *, ring: bool = True) -> None:
             doorbell.ring(run.pk)
 
 
-def _suspend(run: Run, s: Suspend, actor: str, mine: Q) -> None:
+def _suspend(run: Run, s: Suspend, actor: str, mine: Q, *, compensating: bool = False) -> None:
     now = timezone.now()
     with transaction.atomic():
         # Lock the row before looking for signals: ``Run.signal`` takes the same lock.
@@ -402,7 +463,8 @@ def _suspend(run: Run, s: Suspend, actor: str, mine: Q) -> None:
             run.pk,
             to=RunStatus.WAITING,
             from_=[RunStatus.RUNNING],
-            guard=mine & Q(stop_requested="", pause_requested=False),
+            # While compensating, a stop is already under way: a compensation's retry may wait.
+            guard=mine if compensating else mine & Q(stop_requested="", pause_requested=False),
             event="run.waiting",
             actor=actor,
             data={

@@ -88,10 +88,6 @@ class StepOutputError(PermanentError):
     """The step returned something that cannot be stored as JSON."""
 
 
-class NonDeterminismError(Exception):
-    """Replay met a different step than the one recorded at this sequence number."""
-
-
 class StepFailed(Exception):
     """Raised into the workflow when a step has failed for good (its error is recorded)."""
 
@@ -132,3 +128,13 @@ class YieldSlice(StopRun):
 
 class LeaseLost(StopRun):
     """Another worker (or a sweep) took the run: abandon this attempt without writing."""
+
+
+class NonDeterminismError(StopRun):
+    """Replay met a different step than the one recorded at this sequence number. A
+    ``StopRun`` so that a workflow's ``except Exception`` cannot carry on past it."""
+
+
+class LedgerUnavailable(StopRun):
+    """A checkpoint write failed in the database (the cause is chained): no verdict on the
+    step, and the workflow must not be able to swallow it and carry on unrecorded."""

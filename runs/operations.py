@@ -209,16 +209,16 @@ class RunOperations:
                     raise IllegalTransition(
                         self.pk, current.status, "cancel" if why == "cancel" else "time out"
                     )
-                return current  # already being stopped: nothing more to do
-            Event.append(
-                "run.cancel_requested" if why == "cancel" else "run.deadline_passed",
-                run_id=self.pk,
-                team_id=self.team_id,
-                actor=actor,
-                actor_user_id=user_id,
-                data={"reason": reason} if reason else {},
-                locked=True,
-            )
+            else:
+                Event.append(
+                    "run.cancel_requested" if why == "cancel" else "run.deadline_passed",
+                    run_id=self.pk,
+                    team_id=self.team_id,
+                    actor=actor,
+                    actor_user_id=user_id,
+                    data={"reason": reason} if reason else {},
+                    locked=True,
+                )
             # A run nobody holds (queued, waiting, paused) is made runnable so that a worker
             # runs its compensations and finishes it; a held run notices before its next step.
             Run.transition(
@@ -244,11 +244,15 @@ class RunOperations:
 
         reason = reason or f"paused by {actor}"
         with transaction.atomic():
+            current = Run.objects.filter(pk=self.pk).values_list("stop_requested", flat=True)
+            if current.first():
+                raise IllegalTransition(self.pk, "being cancelled", "pause")
             moved = Run.transition(
                 self.pk,
                 to=RunStatus.PAUSED,
                 from_=[RunStatus.QUEUED, RunStatus.WAITING, RunStatus.RUNNING],
-                guard=Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=timezone.now()),
+                guard=(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=timezone.now()))
+                & Q(stop_requested=""),
                 event="run.paused",
                 actor=actor,
                 actor_user_id=user_id,
@@ -259,9 +263,9 @@ class RunOperations:
                 lease_expires_at=None,
             )
             if not moved:
-                held = Run.objects.filter(pk=self.pk, status=RunStatus.RUNNING).update(
-                    pause_requested=True, pause_reason=reason, updated_at=timezone.now()
-                )
+                held = Run.objects.filter(
+                    pk=self.pk, status=RunStatus.RUNNING, stop_requested=""
+                ).update(pause_requested=True, pause_reason=reason, updated_at=timezone.now())
                 if not held:
                     current = Run.objects.get(pk=self.pk)
                     raise IllegalTransition(self.pk, current.status, "pause")
@@ -376,7 +380,7 @@ class RunOperations:
         new run (``parent`` points back) that starts with the checkpoints before ``seq``.
         """
         from runs.audit import Event
-        from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt
+        from runs.models import TERMINAL, Run, RunStatus, Signal, Step, StepAttempt
 
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise BudgetInvalid(f"step must be a step number of 1 or more, got {seq!r}")
@@ -384,20 +388,22 @@ class RunOperations:
         if current.status == RunStatus.SUCCEEDED:
             raise IllegalTransition(self.pk, current.status, "retry")
         if current.status in TERMINAL:
-            new, _ = Run.start(
-                current.workflow,
-                current.input,
-                team=current.team,
-                actor=actor,
-                budget={
-                    "usd": current.limit_usd,
-                    "tokens": current.limit_tokens,
-                    "actions": current.limit_actions,
-                    "wall_seconds": current.limit_wall_seconds,
-                },
-                parent=current,
-            )
+            # One transaction: the new run's doorbell rings only after its kept checkpoints
+            # exist, so no worker can start it and re-run a step it was meant to keep.
             with transaction.atomic():
+                new, _ = Run.start(
+                    current.workflow,
+                    current.input,
+                    team=current.team,
+                    actor=actor,
+                    budget={
+                        "usd": current.limit_usd,
+                        "tokens": current.limit_tokens,
+                        "actions": current.limit_actions,
+                        "wall_seconds": current.limit_wall_seconds,
+                    },
+                    parent=current,
+                )
                 kept = list(current.steps.filter(seq__lt=seq, status=Step.Status.COMPLETED))
                 Step.objects.bulk_create(
                     [
@@ -450,6 +456,10 @@ class RunOperations:
             if moved:
                 Step.objects.filter(run_id=self.pk, seq__gte=seq).delete()
                 StepAttempt.objects.filter(run_id=self.pk, seq__gte=seq).delete()
+                # Signals consumed by the dropped waits are delivered again on replay.
+                Signal.objects.filter(run_id=self.pk, consumed_seq__gte=seq).update(
+                    consumed_seq=None
+                )
                 doorbell.ring(self.pk)
         return Run.objects.get(pk=self.pk)
 

@@ -12,25 +12,31 @@ import re
 from typing import Any
 
 REDACTED = "[redacted]"
-# "token" only at the end of a key: "access_token" is a secret, "max_tokens" is a count.
+# "token" only at the end of a key: "access_token" is a secret, "max_tokens" is a count,
+# and a paging cursor ("next_page_token") is neither.
 _SECRET_KEY = re.compile(
-    r"(passw(or)?d|secret|api[-_ ]?key|authori[sz]ation|private[-_ ]?key|cookie|credential|"
-    r"session[-_ ]?id|token$)",
+    r"(passw(or)?d|passphrase|secret|api[-_ ]?key|access[-_ ]?key|authori[sz]ation|"
+    r"private[-_ ]?key|cookie|credential|session[-_ ]?id|token$)",
     re.IGNORECASE,
 )
+_NOT_SECRET_KEY = re.compile(r"(page|next|continuation|cursor|sync)[-_ ]?token$", re.IGNORECASE)
 _SECRET_TEXT = re.compile(
-    r"(?i)\b(authorization|token|password|passwd|secret|api[-_]?key)(\s*[:=]\s*)"
-    r"(bearer\s+)?[^\s,;'\"&]+"
+    r"(?i)([\w-]*(?:authorization|token|password|passwd|passphrase|secret|api[-_]?key))"
+    r"([\"']?\s*[:=]\s*[\"']?)(bearer\s+)?[^\s,;'\"&}]+"
 )
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s/]+@", re.IGNORECASE)
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]+=*")
 
 
 def is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+    return (
+        isinstance(key, str) and bool(_SECRET_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
+    )
 
 
 def redact_text(text: str) -> str:
     text = _SECRET_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     return _BEARER.sub(f"Bearer {REDACTED}", text)
 
 

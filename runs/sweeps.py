@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from runs import doorbell
 from runs.audit import Event
+from runs.exceptions import AgentopsError
 from runs.models import Run, RunStatus
 
 BATCH = 500
@@ -97,7 +98,9 @@ def requeue_expired_leases() -> int:
         if rung_at is not None and rung_at > again:
             continue
         with transaction.atomic():
-            if Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(rung_at=now):
+            if Run.objects.filter(
+                pk=run_id, status=RunStatus.RUNNING, lease_expires_at__lt=now
+            ).update(rung_at=now):
                 doorbell.ring(run_id)
                 rung += 1
     return rung
@@ -128,9 +131,12 @@ def enforce_deadlines() -> int:
     now = timezone.now()
     ids = list(past_deadline(now).values_list("pk", "team_id")[:BATCH])
     for run_id, team_id in ids:
-        Run(pk=run_id, team_id=team_id)._request_stop(
-            "timeout", actor="system:deadline", reason="overall deadline passed"
-        )
+        try:
+            Run(pk=run_id, team_id=team_id)._request_stop(
+                "timeout", actor="system:deadline", reason="overall deadline passed"
+            )
+        except AgentopsError:  # finished meanwhile: nothing to stop
+            continue
     return len(ids)
 
 
@@ -139,9 +145,12 @@ def enforce_idle_timeouts() -> int:
     now = timezone.now()
     ids = list(idle(now).values_list("pk", "team_id")[:BATCH])
     for run_id, team_id in ids:
-        Run(pk=run_id, team_id=team_id)._request_stop(
-            "timeout", actor="system:idle", reason="no activity within the idle timeout"
-        )
+        try:
+            Run(pk=run_id, team_id=team_id)._request_stop(
+                "timeout", actor="system:idle", reason="no activity within the idle timeout"
+            )
+        except AgentopsError:  # finished meanwhile: nothing to stop
+            continue
     return len(ids)
 
 

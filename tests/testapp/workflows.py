@@ -239,3 +239,43 @@ def dberror_workflow(ctx: Any, data: Any) -> str:
             cur.execute("SELECT * FROM no_such_table_the_database_is_unwell")
     ctx.step("second", noop)
     return "ok"
+
+
+def flaky_undo(output: str) -> str:
+    """A compensation that fails once (retryably) before it works, applied idempotently."""
+    key = f"undo:{output}"
+    if not Effect.objects.filter(key=f"tried:{key}").exists():
+        Effect.objects.create(key=f"tried:{key}", run_id=output.split(":")[0], label="tried")
+        raise RetryableError("compensation target busy")
+    return apply_effect(key, output.split(":")[0], "undo")
+
+
+class CompRetryInput(BaseModel):
+    steps: int = 2
+
+
+@workflow(name="t-compensate-retry", retry=RetryPolicy(max_attempts=3, initial=0.01, jitter=0))
+def compensate_retry_workflow(ctx: Any, data: CompRetryInput | None = None) -> str:
+    for i in range(2):
+        ctx.step(f"do {i}", record, f"do{i}", str(ctx.run_id), compensate=flaky_undo)
+    ctx.wait_for_event("go")
+    return "done"
+
+
+def charged_then_throttled(ctx: Any) -> str:
+    ctx.usage(usd=1, tokens=10)
+    if ctx.attempt < 3:
+        err = RetryableError("429 after the tokens were billed")
+        err.status_code = 429  # type: ignore[attr-defined]
+        raise err
+    return "ok"
+
+
+@workflow(name="t-billed-retries", retry=RetryPolicy(max_attempts=3, initial=0.01, jitter=0))
+def billed_retries_workflow(ctx: Any, data: Any) -> str:
+    return ctx.step("call", charged_then_throttled, ctx)
+
+
+@workflow(name="t-nul")
+def nul_workflow(ctx: Any, data: Any) -> str:
+    return ctx.step("scrape", lambda: "before\x00after")
