@@ -204,19 +204,7 @@ def drive(run_id: Any, *, token: str | None = None) -> str:
     try:
         wf = get_workflow(run.workflow)
     except UnknownWorkflow as exc:
-        _finish(
-            run,
-            RunStatus.FAILED,
-            "run.failed",
-            actor,
-            mine,
-            error={
-                "type": "UnknownWorkflow",
-                "message": str(exc),
-                "retryable": False,
-            },
-        )
-        return "failed"
+        return _workflow_unavailable(run, exc, actor, mine)
     if run.pause_requested and not run.stop_requested:
         _pause(run, run.pause_reason or "paused by a person", actor, mine, by="person")
         return "paused"
@@ -241,6 +229,28 @@ def drive(run_id: Any, *, token: str | None = None) -> str:
 
 #: Consecutive slices the database refused before the run is failed instead of retried.
 MAX_DATABASE_ERRORS = 5
+#: Times a run is handed back because this worker does not know its workflow (a rolling
+#: deploy: an older worker took it) before it is failed as unknown.
+MAX_UNAVAILABLE = 10
+
+
+def _workflow_unavailable(run: Run, exc: UnknownWorkflow, actor: str, mine: Q) -> str:
+    """Hand the run back for a worker that knows its workflow; fail it once many have not."""
+    with transaction.atomic():
+        seen = Event.objects.filter(run_id=run.pk, kind="run.workflow_unavailable").count()
+        if seen + 1 >= MAX_UNAVAILABLE:
+            _finish(
+                run, RunStatus.FAILED, "run.failed", actor, mine,
+                error={"type": "UnknownWorkflow", "message": str(exc), "retryable": False},
+            )
+            return "failed"
+        Event.append(
+            "run.workflow_unavailable", run_id=run.pk, team_id=run.team_id, actor=actor,
+            data={"workflow": run.workflow, "worker": actor},
+        )
+        _release(run, mine, ring=False)  # the orphan sweep rings again after its interval
+    return "unavailable"
+
 
 
 def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:

@@ -59,7 +59,11 @@ class AuditImmutable(AgentopsError):
     """Events are the audit trail: they can be neither updated nor deleted."""
 
 
-class BudgetInvalid(AgentopsError):
+class InvalidArgument(AgentopsError):
+    """An operation's argument is out of range (a step number, a signal name, a budget)."""
+
+
+class BudgetInvalid(InvalidArgument):
     pass
 
 

@@ -22,6 +22,7 @@ from runs.exceptions import (
     BudgetInvalid,
     IdempotencyConflict,
     IllegalTransition,
+    InvalidArgument,
     UnknownTeam,
 )
 from runs.redact import redact
@@ -383,7 +384,7 @@ class RunOperations:
         from runs.models import TERMINAL, Run, RunStatus, Signal, Step, StepAttempt
 
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise BudgetInvalid(f"step must be a step number of 1 or more, got {seq!r}")
+            raise InvalidArgument(f"step must be a step number of 1 or more, got {seq!r}")
         current = Run.objects.select_related("team").get(pk=self.pk)
         if current.status == RunStatus.SUCCEEDED:
             raise IllegalTransition(self.pk, current.status, "retry")
@@ -478,7 +479,7 @@ class RunOperations:
         from runs.models import TERMINAL, Run, RunStatus, Signal, WaitKind
 
         if not name or len(name) > 200:
-            raise BudgetInvalid("a signal needs a name of 1 to 200 characters")
+            raise InvalidArgument("a signal needs a name of 1 to 200 characters")
         with transaction.atomic():
             # Lock the run row first: the worker suspending on this event takes the same lock,
             # so either it sees this signal or this sees it waiting. No lost wake-up.

@@ -108,3 +108,17 @@ def test_hashes_survive_numbers_the_database_normalises(team):
     Event.append("test.numbers", run=run, actor="t", data={"big": 1e16, "neg0": -0.0, "x": 0.5})
     assert canonical({"big": 1e16, "neg0": -0.0}) == {"big": 10**16, "neg0": 0.0}
     assert verify_chain(str(run.pk)).broken_at is None
+
+
+def test_a_worker_that_does_not_know_the_workflow_hands_the_run_back(team, drive):
+    from runs import engine
+
+    run = Run.start("t-steps", {"n": 1}, actor="t")[0]
+    Run.objects.filter(pk=run.pk).update(workflow="from-a-newer-release")
+    for _ in range(engine.MAX_UNAVAILABLE - 1):
+        assert engine.drive(run.pk) == "unavailable"
+        run.refresh_from_db()
+        assert run.status == RunStatus.RUNNING and run.lease_owner == ""
+    assert engine.drive(run.pk) == "failed"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.error["type"] == "UnknownWorkflow"
