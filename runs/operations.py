@@ -38,6 +38,13 @@ def _request_hash(workflow: str, data: Any, extra: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+#: The largest limits the columns hold (USD: 12 digits, 4 after the point; counts: int32,
+#: tokens: int64).
+MAX_USD = Decimal("99999999.9999")
+MAX_COUNT = 2**31 - 1
+MAX_TOKENS = 2**63 - 1
+
+
 def _decimal(name: str, value: Any) -> Decimal | None:
     if value is None:
         return None
@@ -47,10 +54,20 @@ def _decimal(name: str, value: Any) -> Decimal | None:
         raise BudgetInvalid(f"{name}: {value!r} is not a number") from None
     if not d.is_finite() or d < 0:
         raise BudgetInvalid(f"{name}: must be a number of zero or more, got {value!r}")
-    return d
+    if d > MAX_USD:
+        raise BudgetInvalid(f"{name}: at most {MAX_USD}, got {value!r}")
+    return d.quantize(Decimal("0.0001"))
 
 
 def _count(name: str, value: Any) -> int | None:
+    n = _whole(name, value)
+    limit = MAX_TOKENS if name.endswith("tokens") else MAX_COUNT
+    if n is not None and n > limit:
+        raise BudgetInvalid(f"{name}: at most {limit}, got {n}")
+    return n
+
+
+def _whole(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):

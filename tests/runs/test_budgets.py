@@ -40,7 +40,7 @@ def test_cost_budget_pauses_within_one_step_and_resumes_after_a_raise(team, driv
     assert run.spent_tokens == 1000
     raised = Event.objects.get(run=run, kind="run.budget_raised")
     assert raised.actor == "user:lead"
-    assert raised.data["limits"]["usd"]["to"] == "5"
+    assert raised.data["limits"]["usd"]["to"] == "5.0000"
 
 
 def test_action_budget_counts_steps(team, drive):
@@ -159,3 +159,13 @@ def test_team_spend_is_per_day(team):
     TeamDailySpend.charge(team.pk, usd=Decimal("1"), tokens=5, day=timezone.now().date())
     TeamDailySpend.charge(team.pk, usd=Decimal("2"), tokens=5, day=timezone.now().date())
     assert Team.objects.get(pk=team.pk).spent_today() == Decimal("3")
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [{"tokens": 2**64}, {"usd": "1e20"}, {"actions": 2**40}, {"wall_seconds": 2**31}],
+)
+def test_limits_larger_than_their_columns_are_refused(team, budget):
+    with pytest.raises(BudgetInvalid, match="at most"):
+        Run.start("t-steps", {"n": 1}, actor="t", budget=budget)
+    assert not Run.objects.exists()
