@@ -21,8 +21,14 @@ if settings.AGENTOPS_SERVE_STATIC:
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
-websocket_urlpatterns: list = []
+from runs import consumers  # noqa: E402
+
+websocket_urlpatterns: list = [
+    path("ws/runs/", consumers.RunListConsumer.as_asgi()),
+    path("ws/runs/<uuid:run_id>/", consumers.RunConsumer.as_asgi()),
+]
 
 application = ProtocolTypeRouter(
     {

@@ -8,6 +8,7 @@ give the embedded deployment (SQLite file, in-process broker, in-memory channel 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,10 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "channels",
     "django_htmx",
+    "csp",
+    "axes",
     "template_partials",
+    "ninja",  # the API docs page served from our static files, not a CDN
     "agentops",
     "runs",
     *AGENTOPS_APPS,
@@ -66,6 +70,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a locked-out sign-in into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "agentops.urls"
@@ -110,7 +117,7 @@ elif _db["ENGINE"] in (
     "django.db.backends.postgresql_psycopg2",
 ):
     _db["ENGINE"] = "django.db.backends.postgresql"
-    _db.setdefault("CONN_MAX_AGE", 60)
+    _db["CONN_MAX_AGE"] = _read("int", "DATABASE_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
 else:
     raise ImproperlyConfigured(
@@ -193,6 +200,16 @@ AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
 #: Serve /static/ from the ASGI process (the embedded default); turn off behind a proxy/CDN.
 AGENTOPS_SERVE_STATIC = _read("bool", "AGENTOPS_SERVE_STATIC", True)
 
+# --- HTTP API -----------------------------------------------------------------------------
+#: Requests per minute per API token (or signed-in user); more are answered 429.
+AGENTOPS_API_RATE_PER_MINUTE = _positive("AGENTOPS_API_RATE_PER_MINUTE", 600, integer=True)
+#: Let run callbacks go to loopback and private addresses (link-local/metadata: never).
+AGENTOPS_ALLOW_PRIVATE_CALLBACKS = _read("bool", "AGENTOPS_ALLOW_PRIVATE_CALLBACKS", False)
+#: A keep-alive comment on an idle event stream this often (seconds).
+AGENTOPS_SSE_HEARTBEAT_SECONDS = _positive("AGENTOPS_SSE_HEARTBEAT_SECONDS", 15.0)
+#: How often an event stream looks for new events in the database (seconds).
+AGENTOPS_SSE_POLL_SECONDS = _positive("AGENTOPS_SSE_POLL_SECONDS", 0.5)
+
 # --- the rest -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -201,7 +218,40 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/runs/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+# --- sign-in and browser security ---------------------------------------------------------
+# django-axes checks every sign-in (the web login and admin's): after AXES_FAILURE_LIMIT
+# failures for one username from one address, that pair is locked out for the cool-off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _positive("AXES_FAILURE_LIMIT", 5, integer=True)
+AXES_COOLOFF_TIME = timedelta(minutes=_positive("AXES_COOLOFF_MINUTES", 15, integer=True))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+#: Set behind HTTPS so the session and CSRF cookies are never sent over plain HTTP.
+SECURE_COOKIES = _read("bool", "DJANGO_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+# No inline script or style anywhere: every script is a static file of our own.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from runs import views as run_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("runs.api.urls")),
     path("demo/flaky", run_views.demo_flaky, name="demo-flaky"),
-    path("", RedirectView.as_view(url="/admin/runs/run/", permanent=False)),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("runs/", include("runs.urls")),
+    path("", RedirectView.as_view(pattern_name="run-list", permanent=False)),
 ]

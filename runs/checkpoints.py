@@ -21,6 +21,7 @@ from runs import hotpath
 from runs.audit import canonical
 from runs.budget import has_limits, new_warnings
 from runs.exceptions import LeaseLost, LedgerUnavailable, StepFailed, StepTimeout, Suspend
+from runs.live import publish_run_changed
 from runs.models import Run, Step, StepAttempt, TeamDailySpend, WaitKind
 from runs.redact import redact
 from runs.retry import error_dict, is_retryable
@@ -237,6 +238,7 @@ class CheckpointWriter:
                 self._warn_budgets(spent=self._flags_row)
 
         self._write(body)
+        publish_run_changed(self.run_id, team_id=self.run.team_id)
         cp = Checkpoint(seq, name, kind, status, output, error)
         self._checkpoints[seq] = cp
         return cp

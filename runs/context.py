@@ -40,6 +40,7 @@ from runs.exceptions import (
     Suspend,
     YieldSlice,
 )
+from runs.live import publish_run_changed
 from runs.models import Run, Signal, Step, StepAttempt, WaitKind
 from runs.redact import redact, redact_text
 from runs.retry import is_retryable
@@ -227,6 +228,7 @@ class Context(CheckpointWriter):
                 )
 
         self._write(body)
+        publish_run_changed(self.run_id, team_id=self.run.team_id)
 
     # ------------------------------------------------------------------ steps
     def step(

@@ -240,17 +240,23 @@ def _workflow_unavailable(run: Run, exc: UnknownWorkflow, actor: str, mine: Q) -
         seen = Event.objects.filter(run_id=run.pk, kind="run.workflow_unavailable").count()
         if seen + 1 >= MAX_UNAVAILABLE:
             _finish(
-                run, RunStatus.FAILED, "run.failed", actor, mine,
+                run,
+                RunStatus.FAILED,
+                "run.failed",
+                actor,
+                mine,
                 error={"type": "UnknownWorkflow", "message": str(exc), "retryable": False},
             )
             return "failed"
         Event.append(
-            "run.workflow_unavailable", run_id=run.pk, team_id=run.team_id, actor=actor,
+            "run.workflow_unavailable",
+            run_id=run.pk,
+            team_id=run.team_id,
+            actor=actor,
             data={"workflow": run.workflow, "worker": actor},
         )
         _release(run, mine, ring=False)  # the orphan sweep rings again after its interval
     return "unavailable"
-
 
 
 def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from runs.audit import Event
 from runs.exceptions import IllegalTransition, TerminalRunError
+from runs.live import publish_run_changed
 from runs.operations import RunOperations
 
 __all__ = [
@@ -325,6 +326,7 @@ class Run(RunOperations, models.Model):
                 data={"to": to, **(data or {})},
                 locked=True,
             )
+            publish_run_changed(run_id, team_id=team_id, status_changed=True)
         return True
 
     # --- budget figures (for the console and the checks) -----------------------------------
@@ -520,3 +522,6 @@ class CircuitBreaker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service}: {self.state}"
+
+
+from runs.api_models import ApiToken, RunCallback  # noqa: E402, F401  (registers them)

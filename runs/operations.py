@@ -25,6 +25,7 @@ from runs.exceptions import (
     InvalidArgument,
     UnknownTeam,
 )
+from runs.live import publish_run_changed
 from runs.redact import redact
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ class RunOperations:
                         locked=True,
                     )
                     doorbell.ring(run.pk, queue=run.queue)
+                    publish_run_changed(run.pk, team_id=team.pk, status_changed=True)
                     return run, False
             except IntegrityError:
                 # A concurrent request with the same key won the insert: read its run.

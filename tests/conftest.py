@@ -55,6 +55,11 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, every: float 
         time.sleep(every)
 
 
+def doorbells(callbacks: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """The on-commit callbacks that ring the doorbell (others announce changes to pages)."""
+    return [c for c in callbacks if getattr(c, "__qualname__", "").startswith("ring")]
+
+
 @pytest.fixture
 def drive() -> Callable[..., Run]:
     return drive_to_rest

@@ -12,6 +12,7 @@ from runs import sweeps
 from runs.audit import canonical, verify_chain
 from runs.exceptions import IllegalTransition
 from runs.models import Event, Run, RunStatus, Step
+from tests.conftest import doorbells
 from tests.testapp.models import Effect
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db]
@@ -47,11 +48,11 @@ def test_retrying_a_finished_run_never_reruns_the_kept_steps(
     team, drive, django_capture_on_commit_callbacks
 ):
     run = drive(Run.start("t-compensate", {"steps": 2, "then": "fail"}, actor="t")[0].pk)
-    with django_capture_on_commit_callbacks() as rings:
+    with django_capture_on_commit_callbacks() as callbacks:
         new = run.retry_from(3, actor="t")
         # Nothing rang before the kept checkpoints were in place.
-        assert not rings
-    assert len(rings) == 1
+        assert not callbacks
+    assert len(doorbells(callbacks)) == 1
     assert Step.objects.filter(run=new).count() == 2
     before = Effect.objects.filter(label__startswith="do").count()
     drive(new.pk)

@@ -13,6 +13,7 @@ from runs.models import Run, RunStatus
 from runs.redact import redact, redact_text
 from runs.retry import is_retryable
 from runs.workflow import RetryPolicy
+from tests.conftest import doorbells
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db]
 
@@ -47,9 +48,9 @@ def test_expired_leases_are_rung(team, time_machine, django_capture_on_commit_ca
 
 
 def test_the_doorbell_rings_only_after_commit(team, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as rings:
+    with django_capture_on_commit_callbacks() as callbacks:
         Run.start("t-steps", {"n": 1}, actor="t")
-    assert len(rings) == 1
+    assert len(doorbells(callbacks)) == 1
 
 
 @pytest.mark.parametrize("index", sorted(sweeps.QUERIES))

@@ -1,4 +1,4 @@
-"""Views of the runs app (the console lives here as it grows)."""
+"""The local service of the `flaky-service` demo workflow."""
 
 from __future__ import annotations
 

@@ -1,0 +1,432 @@
+"""What the console shows: run filters, keyset pages and the figures of one run.
+
+Shared by the views and the WebSocket consumers, so a pushed partial is the same HTML as the
+page's. Everything here starts from ``runs_visible_to(user)``: a run of another team is never
+read, counted or rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Q, QuerySet
+from django.http import QueryDict
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from runs.audit import Event
+from runs.budget import WARN_AT
+from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt, WaitKind
+from runs.permissions import OPERATE, START, can, runs_visible_to, teams_for
+from runs.workflow import all_workflows
+
+PAGE_SIZE = 50
+EVENTS_SHOWN = 50
+#: A running run whose last step finished longer ago than this looks stalled.
+STALLED_AFTER = timedelta(minutes=10)
+
+#: Views of the status filter beyond the stored statuses (name, label, condition).
+DERIVED_STATUSES: list[tuple[str, str]] = [
+    ("retrying", "Retrying"),
+    ("stalled", "Stalled"),
+    ("waiting-person", "Waiting on a person"),
+    ("waiting-timer-event", "Waiting on a timer or event"),
+    ("over-budget", "Over 80% of budget"),
+]
+
+
+def _derived_condition(name: str, now: datetime) -> Q:
+    if name == "retrying":
+        return Q(status=RunStatus.WAITING, wait_kind=WaitKind.RETRY)
+    if name == "stalled":
+        return Q(status=RunStatus.RUNNING) & (
+            Q(idle_deadline_at__lt=now) | Q(last_activity_at__lt=now - STALLED_AFTER)
+        )
+    if name == "waiting-person":
+        return Q(status=RunStatus.WAITING, wait_kind=WaitKind.APPROVAL)
+    if name == "waiting-timer-event":
+        return Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.TIMER, WaitKind.EVENT])
+    if name == "over-budget":
+        return ~Q(budget_warned=[])
+    raise ValueError(name)
+
+
+_HEX_ID = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+
+def id_prefix(text: str) -> str | None:
+    """The canonical (hyphenated) prefix of a run id typed with or without hyphens."""
+    if not _HEX_ID.match(text):
+        return None
+    digits = text.replace("-", "").lower()
+    if len(digits) > 32:
+        return None
+    parts, start = [], 0
+    for size in (8, 4, 4, 4, 12):
+        chunk = digits[start : start + size]
+        if not chunk:
+            break
+        parts.append(chunk)
+        start += size
+    return "-".join(parts)
+
+
+class RunFilterForm(forms.Form):
+    """The list's filters; an invalid value is reported at its field and ignored."""
+
+    status = forms.ChoiceField(required=False)
+    workflow = forms.ChoiceField(required=False)
+    team = forms.ChoiceField(required=False)
+    owner = forms.CharField(required=False, max_length=150, label="Owner (username)")
+    created_after = forms.DateTimeField(
+        required=False,
+        label="Created from",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    created_before = forms.DateTimeField(
+        required=False,
+        label="Created before",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+    q = forms.CharField(required=False, max_length=200, label="Search id or input")
+
+    def __init__(self, data: Any, *, user: Any) -> None:
+        super().__init__(data)
+        self.fields["status"].choices = [
+            ("", "Any status"),
+            *RunStatus.choices,
+            *DERIVED_STATUSES,
+        ]
+        self.fields["workflow"].choices = [("", "Any workflow")] + [
+            (w.name, w.name) for w in all_workflows()
+        ]
+        self.fields["team"].choices = [("", "Any team")] + [
+            (t.slug, t.name) for t in teams_for(user)
+        ]
+
+    def value(self, name: str) -> Any:
+        return self.cleaned_data.get(name) if name not in self.errors else None
+
+
+def filter_runs(user: Any, form: RunFilterForm, *, now: datetime | None = None) -> QuerySet[Run]:
+    now = now or timezone.now()
+    qs = runs_visible_to(user)
+    form.is_valid()  # collects errors; only valid values filter
+    status = form.value("status")
+    if status in RunStatus.values:
+        qs = qs.filter(status=status)
+    elif status:
+        qs = qs.filter(_derived_condition(status, now))
+    if workflow := form.value("workflow"):
+        qs = qs.filter(workflow=workflow)
+    if team := form.value("team"):
+        qs = qs.filter(team__slug=team)
+    if owner := form.value("owner"):
+        qs = qs.filter(created_by__username=owner)
+    if after := form.value("created_after"):
+        qs = qs.filter(created_at__gte=after)
+    if before := form.value("created_before"):
+        qs = qs.filter(created_at__lt=before)
+    if text := (form.value("q") or "").strip():
+        match = Q(input__icontains=text)
+        prefix = id_prefix(text)
+        if prefix:
+            match |= Q(id__startswith=prefix)
+        qs = qs.filter(match)
+    return qs
+
+
+# --- keyset pages on (created_at, id) ----------------------------------------------------
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(run: Run) -> str:
+    micros = (run.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}_{run.pk.hex}"
+
+
+def decode_cursor(text: str) -> tuple[datetime, str] | None:
+    micros, _, hex_id = text.partition("_")
+    if not micros.lstrip("-").isdigit() or not re.fullmatch(r"[0-9a-f]{32}", hex_id):
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), hex_id
+    except OverflowError:
+        return None
+
+
+@dataclass
+class Page:
+    runs: list[Run]
+    newer: str | None  # cursor of the page before (newer runs), if any
+    older: str | None  # cursor of the page after (older runs), if any
+
+
+def keyset_page(
+    qs: QuerySet[Run], *, before: str = "", after: str = "", size: int | None = None
+) -> Page:
+    """One page, newest first, without counting the table: ``size + 1`` rows say whether
+    there is another page, and the cursors are the (created_at, id) of the edge rows."""
+    size = size or PAGE_SIZE
+    if after and (cur := decode_cursor(after)):
+        at, pk = cur
+        rows = list(
+            qs.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=uuid.UUID(pk))).order_by(
+                "created_at", "id"
+            )[: size + 1]
+        )
+        more_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(
+            rows,
+            newer=encode_cursor(rows[0]) if rows and more_newer else None,
+            older=encode_cursor(rows[-1]) if rows else None,
+        )
+    qs = qs.order_by("-created_at", "-id")
+    cur = decode_cursor(before) if before else None
+    if cur:
+        at, pk = cur
+        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=uuid.UUID(pk)))
+    rows = list(qs[: size + 1])
+    more_older = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows,
+        newer=encode_cursor(rows[0]) if rows and cur else None,
+        older=encode_cursor(rows[-1]) if rows and more_older else None,
+    )
+
+
+# --- figures of one run ------------------------------------------------------------------
+def status_view(run: Run, *, now: datetime | None = None) -> tuple[str, str]:
+    """(label, css modifier) of the run's status badge, naming what it waits on."""
+    now = now or timezone.now()
+    if run.status == RunStatus.WAITING:
+        kind = {
+            WaitKind.RETRY: "retrying",
+            WaitKind.APPROVAL: "waiting on a person",
+            WaitKind.TIMER: "waiting on a timer",
+            WaitKind.EVENT: "waiting on an event",
+            WaitKind.CIRCUIT: "waiting on an open circuit",
+        }.get(run.wait_kind, "waiting")
+        return kind, "waiting"
+    if run.status == RunStatus.RUNNING:
+        if run.stop_requested:
+            return "stopping", "stopping"
+        if (run.idle_deadline_at and run.idle_deadline_at < now) or (
+            run.last_activity_at and run.last_activity_at < now - STALLED_AFTER
+        ):
+            return "stalled", "stalled"
+    return run.get_status_display().lower(), run.status
+
+
+def budget_level(fraction: float | None) -> str:
+    """ "ok", "warn" (past the 80 % warning) or "over" (limit reached)."""
+    if fraction is None or fraction < WARN_AT:
+        return "ok"
+    return "over" if fraction >= 1 else "warn"
+
+
+def budget_fraction(run: Run) -> float | None:
+    fracs = [f["fraction"] for f in run.budget_usage().values() if f["fraction"] is not None]
+    return max(fracs) if fracs else None
+
+
+def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
+    """Done/total, stage, message, and an ETA from the rate since the run started."""
+    now = now or timezone.now()
+    p = run.progress or {}
+    done, total = p.get("done"), p.get("total")
+    out: dict[str, Any] = {
+        "done": done,
+        "total": total,
+        "stage": p.get("stage") or "",
+        "message": p.get("message") or "",
+        "eta": None,
+        "percent": None,
+    }
+    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
+        out["percent"] = round(100 * min(done, total) / total)
+        updated = parse_datetime(p["updated_at"]) if p.get("updated_at") else None
+        if (
+            run.status in (RunStatus.RUNNING, RunStatus.WAITING)
+            and run.started_at
+            and updated
+            and 0 < done < total
+            and updated > run.started_at
+        ):
+            rate = done / (updated - run.started_at).total_seconds()
+            out["eta"] = updated + timedelta(seconds=(total - done) / rate)
+    return out
+
+
+BUDGET_LABELS = {
+    "usd": "Cost (USD)",
+    "tokens": "Tokens",
+    "actions": "Actions",
+    "wall_seconds": "Wall time (s)",
+}
+
+
+def budget_view(run: Run) -> list[dict[str, Any]]:
+    rows = []
+    for kind, fig in run.budget_usage().items():
+        frac = fig["fraction"]
+        rows.append(
+            {
+                "kind": kind,
+                "label": BUDGET_LABELS[kind],
+                "spent": fig["spent"],
+                "limit": fig["limit"],
+                "fraction": min(frac, 1.0) if frac is not None else None,
+                "percent": round(100 * frac) if frac is not None else None,
+                "warn": WARN_AT,
+                "level": budget_level(frac),
+            }
+        )
+    return rows
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a <pre>; escaped by the template like any other text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder, sort_keys=True)
+
+
+@dataclass
+class StepRow:
+    step: Step
+    failed_attempts: list[StepAttempt]
+    error_json: str
+
+
+def steps_view(run: Run) -> list[StepRow]:
+    attempts: dict[int, list[StepAttempt]] = {}
+    for a in StepAttempt.objects.filter(run=run).order_by("seq", "attempt"):
+        attempts.setdefault(a.seq, []).append(a)
+    rows = []
+    for step in Step.objects.filter(run=run).order_by("seq").defer("output"):
+        rows.append(
+            StepRow(step, attempts.pop(step.seq, []), pretty_json(step.error) if step.error else "")
+        )
+    # Failed attempts of the step in progress (it has no checkpoint yet) come last.
+    for seq, failed in sorted(attempts.items()):
+        pending = Step(
+            run=run,
+            seq=seq,
+            name=failed[-1].name,
+            status=Step.Status.PENDING,
+            attempts=len(failed),
+            started_at=failed[0].started_at,
+        )
+        rows.append(StepRow(pending, failed, ""))
+    return rows
+
+
+def run_actions(run: Run, *, may_operate: bool) -> dict[str, bool]:
+    """Which buttons the console offers; each action still checks again when posted."""
+    active = run.status not in TERMINAL
+    return {
+        "pause": may_operate
+        and run.status in (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.RUNNING)
+        and not run.pause_requested
+        and not run.stop_requested,
+        "resume": may_operate and run.status == RunStatus.PAUSED and not run.stop_requested,
+        "cancel": may_operate and active and not run.stop_requested,
+        "raise_budget": may_operate and active,
+        "retry": may_operate and run.status != RunStatus.SUCCEEDED,
+    }
+
+
+def run_live_context(run: Run, user: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the live part of a run's page shows, for ``user``."""
+    now = now or timezone.now()
+    may_operate = can(user, run.team_id, OPERATE)
+    label, modifier = status_view(run, now=now)
+    events = list(Event.objects.filter(run=run).order_by("-id")[:EVENTS_SHOWN])
+    detail_url = reverse("run-detail", args=[run.pk])
+    return {
+        "run": run,
+        "now": now,
+        "status_label": label,
+        "status_modifier": modifier,
+        "progress": progress_view(run, now=now),
+        "budget": budget_view(run),
+        "steps": steps_view(run),
+        "events": [(e, pretty_json(e.data) if e.data else "") for e in events],
+        "result_json": pretty_json(run.result) if run.result is not None else "",
+        "error_json": pretty_json(run.error) if run.error is not None else "",
+        "actions": run_actions(run, may_operate=may_operate),
+        "may_operate": may_operate,
+        "poll_url": f"{detail_url}?poll=1",
+        "nav": "runs",
+    }
+
+
+def render_run_live(user: Any, run_id: Any, *, oob: bool = True) -> str | None:
+    """The run's live partial as a push for ``user``; None when the user may not see it."""
+    run = runs_visible_to(user).select_related("team", "created_by").filter(pk=run_id).first()
+    if run is None:
+        return None
+    context = run_live_context(run, user)
+    context["oob"] = oob
+    return render_to_string("runs/run_detail.html#run-live", context).strip()
+
+
+def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -> dict[str, Any]:
+    """The filtered, paged list for ``user`` from the query string ``params``."""
+    now = now or timezone.now()
+    form = RunFilterForm(params, user=user)
+    qs = filter_runs(user, form, now=now).select_related("team", "created_by")
+    page = keyset_page(qs, before=params.get("before", ""), after=params.get("after", ""))
+    rows = []
+    for run in page.runs:
+        label, modifier = status_view(run, now=now)
+        frac = budget_fraction(run)
+        rows.append(
+            {
+                "run": run,
+                "status_label": label,
+                "status_modifier": modifier,
+                "progress": progress_view(run, now=now),
+                "budget_percent": round(100 * frac) if frac is not None else None,
+                "budget_level": budget_level(frac),
+            }
+        )
+    filters = {k: v for k, v in params.items() if k in form.fields and v}
+    query = urlencode(filters)
+    list_url = reverse("run-list")
+
+    def link(**extra: str) -> str:
+        return f"{list_url}?{urlencode({**filters, **extra})}"
+
+    cursor = {k: params[k] for k in ("before", "after") if params.get(k)}
+    return {
+        "form": form,
+        "rows": rows,
+        "page": page,
+        "newer_url": link(after=page.newer) if page.newer else "",
+        "older_url": link(before=page.older) if page.older else "",
+        "first_url": link() if (page.newer or cursor) else "",
+        "query": query,
+        "ws_query": urlencode({**filters, **cursor}),
+        "poll_url": link(**cursor, poll="1"),
+        "may_start": teams_for(user, START).exists(),
+        "now": now,
+        "nav": "runs",
+    }
+
+
+def render_run_list(user: Any, query_string: str) -> str:
+    context = list_context(user, QueryDict(query_string))
+    context["oob"] = True
+    return render_to_string("runs/run_list.html#runs-table", context).strip()

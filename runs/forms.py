@@ -1,0 +1,225 @@
+"""Forms of the console: raise a budget, retry from a step, start a run.
+
+A workflow's input form is generated from its pydantic JSON schema: strings, numbers,
+integers, booleans and enums get their own fields; anything else is a JSON text area. The
+form only shapes the input; the workflow's own validation (``InputInvalid``) is the judge,
+and its errors are shown at the fields they name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.urls import reverse
+
+from runs.exceptions import AgentopsError
+from runs.models import Step, Team
+from runs.workflow import WorkflowDef, all_workflows
+
+BUDGET_KINDS = ("usd", "tokens", "actions", "wall_seconds")
+
+
+def errors_to_fields(form: forms.Form, exc: AgentopsError, fields: tuple[str, ...]) -> None:
+    """Put an operation's message ("usd: the new limit …") at the field it names."""
+    message = str(exc)
+    head, sep, rest = message.partition(": ")
+    name = head.rsplit(".", 1)[-1]
+    if sep and name in fields and name in form.fields:
+        form.add_error(name, rest)
+    else:
+        form.add_error(None, message)
+
+
+class RaiseBudgetForm(forms.Form):
+    usd = forms.DecimalField(
+        required=False, min_value=0, max_digits=12, decimal_places=4, label="Cost limit (USD)"
+    )
+    tokens = forms.IntegerField(required=False, min_value=0, label="Token limit")
+    actions = forms.IntegerField(required=False, min_value=0, label="Action limit")
+    wall_seconds = forms.IntegerField(required=False, min_value=0, label="Wall time limit (s)")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not self.errors and all(data.get(k) is None for k in BUDGET_KINDS):
+            raise forms.ValidationError("Give at least one new limit.")
+        return data
+
+    def limits(self) -> dict[str, Any]:
+        return {k: self.cleaned_data.get(k) for k in BUDGET_KINDS}
+
+
+class RetryForm(forms.Form):
+    step = forms.TypedChoiceField(coerce=int, label="Retry from step")
+
+    def __init__(self, *args: Any, steps: list[Step], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["step"].choices = [(s.seq, f"{s.seq}. {s.name}") for s in steps]
+
+
+class StartForm(forms.Form):
+    workflow = forms.CharField(max_length=100, widget=forms.HiddenInput)
+    team = forms.ModelChoiceField(queryset=Team.objects.none(), empty_label=None)
+
+    def __init__(self, *args: Any, teams: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = teams
+
+
+class WorkflowChoiceForm(forms.Form):
+    """The workflow picker. A plain text value, so that an unknown name reaches the registry
+    and is reported with the registry's own message."""
+
+    workflow = forms.CharField(label="Workflow", max_length=100, widget=forms.Select)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        url = reverse("run-new")
+        self.fields["workflow"].widget.choices = [("", "Choose a workflow")] + [
+            (w.name, f"{w.name} — {w.description}" if w.description else w.name)
+            for w in all_workflows()
+        ]
+        # With htmx, choosing loads the workflow's form in place; without, the button does.
+        self.fields["workflow"].widget.attrs.update(
+            {
+                "hx-get": url,
+                "hx-trigger": "change",
+                "hx-target": "#start-form",
+                "hx-swap": "outerHTML",
+                "hx-push-url": "true",
+            }
+        )
+
+
+# --- input forms from JSON schema ----------------------------------------------------------
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = root.get("$defs", {}).get(ref.split("/")[-1], {})
+        return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _simplify(schema: dict[str, Any], root: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The property's schema with ``$ref`` resolved and ``X | None`` unwrapped; and whether
+    null is allowed."""
+    schema = _resolve(schema, root)
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        non_null = [o for o in options if o.get("type") != "null"]
+        nullable = len(non_null) < len(options)
+        if len(non_null) == 1:
+            inner = _resolve(non_null[0], root)
+            merged = {**inner, **{k: v for k, v in schema.items() if k != "anyOf"}}
+            return merged, nullable
+        return schema, nullable
+    return schema, False
+
+
+class JSONValueField(forms.JSONField):
+    """A JSON text area that keeps "no value" apart from JSON ``null``."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "class": "mono"})
+
+
+def _field_for(schema: dict[str, Any], *, required: bool, nullable: bool) -> forms.Field:
+    label = schema.get("title")
+    help_text = schema.get("description", "")
+    common: dict[str, Any] = {"label": label, "help_text": help_text, "required": required}
+    default = schema.get("default")
+    kind = schema.get("type")
+    if "enum" in schema or "const" in schema:
+        values = schema.get("enum") or [schema.get("const")]
+        by_key = {json.dumps(v) if not isinstance(v, str) else v: v for v in values}
+        choices = [(k, str(v)) for k, v in by_key.items()]
+        if not required:
+            choices = [("", "—"), *choices]
+        field: forms.Field = forms.TypedChoiceField(
+            choices=choices, coerce=lambda k: by_key[k], empty_value=None, **common
+        )
+        if default is not None:
+            field.initial = default if isinstance(default, str) else json.dumps(default)
+        return field
+    if kind == "boolean":
+        common["required"] = False  # an unticked box is False, not missing
+        return forms.BooleanField(initial=bool(default), **common)
+    if kind == "integer":
+        return forms.IntegerField(
+            min_value=schema.get("minimum"),
+            max_value=schema.get("maximum"),
+            initial=default,
+            **common,
+        )
+    if kind == "number":
+        return forms.FloatField(
+            min_value=schema.get("minimum"),
+            max_value=schema.get("maximum"),
+            initial=default,
+            **common,
+        )
+    if kind == "string" and not schema.get("format", "").startswith("binary"):
+        return forms.CharField(
+            max_length=schema.get("maxLength"),
+            min_length=schema.get("minLength"),
+            initial=default,
+            strip=False,
+            **common,
+        )
+    field = JSONValueField(**common)
+    if "default" in schema:
+        field.initial = json.dumps(default)
+    if not common["help_text"]:
+        field.help_text = "JSON" + (" (null allowed)" if nullable else "")
+    return field
+
+
+class WorkflowInputForm(forms.Form):
+    """The input of one workflow, one field per top-level property of its schema."""
+
+    prefix = "input"
+
+    def __init__(self, *args: Any, workflow: WorkflowDef, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workflow = workflow
+        schema = workflow.input_schema()
+        self.free_form = not schema.get("properties")
+        if self.free_form:
+            self.fields["json"] = JSONValueField(
+                required=False, label="Input", help_text="Any JSON value (empty: {})."
+            )
+            return
+        required = set(schema.get("required", []))
+        for name, prop in schema["properties"].items():
+            simple, nullable = _simplify(prop, schema)
+            simple.setdefault("title", name.replace("_", " ").capitalize())
+            self.fields[name] = _field_for(simple, required=name in required, nullable=nullable)
+
+    def input_data(self) -> Any:
+        """The input to validate: empty optional fields are left out (their default applies)."""
+        if self.free_form:
+            value = self.cleaned_data.get("json")
+            return {} if value is None else value
+        data: dict[str, Any] = {}
+        for name, field in self.fields.items():
+            value = self.cleaned_data.get(name)
+            if isinstance(field, forms.BooleanField):
+                data[name] = bool(value)
+            elif value is not None and value != "":
+                data[name] = value
+            elif value == "" and field.required:
+                data[name] = value
+        return data
+
+    def add_input_errors(self, errors: list[dict[str, Any]]) -> None:
+        """Show ``InputInvalid.errors`` at the fields they name."""
+        for err in errors:
+            loc = [str(p) for p in err.get("loc", [])]
+            name = loc[0] if loc else ""
+            message = err.get("msg", "invalid")
+            if len(loc) > 1:
+                message = f"{'.'.join(loc[1:])}: {message}"
+            if name in self.fields:
+                self.add_error(name, message)
+            else:
+                self.add_error(None, f"{'.'.join(loc) or 'input'}: {message}")

@@ -1,0 +1,29 @@
+"""Views of the runs app: the console's pages and the demo's local service."""
+
+from __future__ import annotations
+
+from runs.views.demo import demo_flaky
+from runs.views.runs import (
+    run_cancel,
+    run_cancel_confirm,
+    run_detail,
+    run_list,
+    run_pause,
+    run_raise_budget,
+    run_resume,
+    run_retry,
+)
+from runs.views.start import run_new
+
+__all__ = [
+    "demo_flaky",
+    "run_cancel",
+    "run_cancel_confirm",
+    "run_detail",
+    "run_list",
+    "run_new",
+    "run_pause",
+    "run_raise_budget",
+    "run_resume",
+    "run_retry",
+]

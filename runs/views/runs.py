@@ -1,0 +1,191 @@
+"""The runs list, a run's page, and the operator actions on a run.
+
+Every action is a POST that checks ``OPERATE`` in the run's team at that moment, calls the
+run's own operation with the signed-in person as actor, reports the outcome as a toast and
+answers htmx with the refreshed partial (or redirects back to the run's page without JS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from runs.console import list_context, pretty_json, run_live_context
+from runs.exceptions import AgentopsError
+from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, errors_to_fields
+from runs.models import RunStatus, Step
+from runs.permissions import actor_for, runs_visible_to
+from runs.views.common import (
+    _get_run_for_user,
+    _get_run_to_operate,
+    console_login_required,
+    render_fragments,
+    wants_fragment,
+)
+
+DETAIL = "runs/run_detail.html"
+LIST = "runs/run_list.html"
+LIST_PARTIALS = ("runs-live", "runs-table")
+
+
+@console_login_required
+@require_GET
+def run_list(request: HttpRequest) -> HttpResponse:
+    context = list_context(request.user, request.GET)
+    context["polling"] = request.GET.get("poll") == "1"
+    if wants_fragment(request):
+        target = request.htmx.target if request.htmx.target in LIST_PARTIALS else "runs-live"
+        return TemplateResponse(request, f"{LIST}#{target}", context)
+    return TemplateResponse(request, LIST, context)
+
+
+def _retry_steps(run_id: Any) -> list[Step]:
+    return list(Step.objects.filter(run_id=run_id).order_by("seq").only("seq", "name"))
+
+
+def _detail_context(request: HttpRequest, run: Any, **forms: Any) -> dict[str, Any]:
+    context = run_live_context(run, request.user)
+    context.update(
+        input_json=pretty_json(run.input),
+        budget_form=forms.get("budget_form") or RaiseBudgetForm(),
+        retry_form=forms.get("retry_form") or RetryForm(steps=_retry_steps(run.pk)),
+        retried_as=list(
+            runs_visible_to(request.user).filter(parent=run).order_by("-created_at")[:10]
+        ),
+        polling=request.GET.get("poll") == "1",
+        confirming=False,
+    )
+    return context
+
+
+@console_login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run_for_user(request, run_id)
+    context = _detail_context(request, run)
+    if wants_fragment(request):
+        return TemplateResponse(request, f"{DETAIL}#run-live", context)
+    return TemplateResponse(request, DETAIL, context)
+
+
+@console_login_required
+@require_GET
+def run_cancel_confirm(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    """The confirmation step before a cancel: a page of its own without JS, a box inline
+    with htmx. Both post to ``run_cancel``."""
+    run = _get_run_to_operate(request, run_id)
+    context = {"run": run, "confirming": True, "status_label": run.get_status_display()}
+    if wants_fragment(request):
+        return TemplateResponse(request, f"{DETAIL}#cancel-confirm", context)
+    return TemplateResponse(request, "runs/run_cancel.html", context)
+
+
+def _refreshed(
+    request: HttpRequest, run_id: Any, *, main: str = "run-live", **forms: Any
+) -> HttpResponse:
+    """After an action: htmx gets the refreshed live partial (plus the toasts and an emptied
+    cancel box); a plain form post goes back to the run's page."""
+    if not request.htmx:
+        return redirect("run-detail", run_id)
+    run = _get_run_for_user(request, run_id)
+    context = _detail_context(request, run, **forms)
+    oob = ("cancel-confirm",) if main == "run-live" else ("run-live",)
+    return render_fragments(request, DETAIL, main, context, oob=oob)
+
+
+def _operate(
+    request: HttpRequest, run_id: UUID, act: Callable[[Any, str, int], str]
+) -> HttpResponse:
+    run = _get_run_to_operate(request, run_id)
+    try:
+        message = act(run, actor_for(request.user), request.user.pk)
+    except AgentopsError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, message)
+    return _refreshed(request, run.pk)
+
+
+@console_login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    def act(run: Any, actor: str, user_id: int) -> str:
+        run.cancel(actor=actor, user_id=user_id)
+        return "Cancellation requested: compensations run, then the run stops."
+
+    return _operate(request, run_id, act)
+
+
+@console_login_required
+@require_POST
+def run_pause(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    def act(run: Any, actor: str, user_id: int) -> str:
+        after = run.pause(actor=actor, user_id=user_id)
+        if after.status == RunStatus.PAUSED:
+            return "Run paused."
+        return "Pause requested: the run pauses after its current step."
+
+    return _operate(request, run_id, act)
+
+
+@console_login_required
+@require_POST
+def run_resume(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    def act(run: Any, actor: str, user_id: int) -> str:
+        run.resume(actor=actor, user_id=user_id)
+        return "Run resumed."
+
+    return _operate(request, run_id, act)
+
+
+@console_login_required
+@require_POST
+def run_retry(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run_to_operate(request, run_id)
+    form = RetryForm(request.POST, steps=_retry_steps(run.pk))
+    if not form.is_valid():
+        messages.error(request, "Choose one of the run's steps to retry from.")
+        return _refreshed(request, run.pk)
+    seq = form.cleaned_data["step"]
+    try:
+        new = run.retry_from(seq, actor=actor_for(request.user), user_id=request.user.pk)
+    except AgentopsError as exc:
+        messages.error(request, str(exc))
+        return _refreshed(request, run.pk)
+    if new.pk != run.pk:
+        messages.success(request, f"Retrying from step {seq} as a new run.")
+        url = reverse("run-detail", args=[new.pk])
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    messages.success(request, f"Rewound to step {seq}: the run continues from there.")
+    return _refreshed(request, run.pk)
+
+
+@console_login_required
+@require_POST
+def run_raise_budget(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    run = _get_run_to_operate(request, run_id)
+    form = RaiseBudgetForm(request.POST)
+    if form.is_valid():
+        try:
+            run.raise_budget(
+                actor=actor_for(request.user), user_id=request.user.pk, **form.limits()
+            )
+        except AgentopsError as exc:
+            errors_to_fields(form, exc, BUDGET_KINDS)
+        else:
+            messages.success(request, "Budget raised.")
+            return _refreshed(request, run.pk, main="run-budget-form")
+    # Invalid: the form again with its errors at the fields (422, which htmx is told to swap).
+    context = _detail_context(request, run, budget_form=form)
+    if request.htmx:
+        return render_fragments(request, DETAIL, "run-budget-form", context, status=422)
+    return TemplateResponse(request, DETAIL, context, status=422)

@@ -1,0 +1,54 @@
+"""The API under a race on PostgreSQL: twenty clients retrying one submit with one
+idempotency key get one run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from runs.api_models import ApiToken
+from runs.audit import Event
+from runs.models import IdempotencyKey, Run, Team
+from tests.runs.api_support import ApiClient, member
+
+pytestmark = [pytest.mark.pg, pytest.mark.django_db(transaction=True)]
+
+
+def test_concurrent_submits_with_one_key_make_one_run(team: Team) -> None:
+    _, text = ApiToken.mint(user=member("alice", team), team=team)
+    body = {"workflow": "t-steps", "input": {"n": 2}}
+    barrier = threading.Barrier(20)
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        try:
+            barrier.wait(timeout=10)
+            r = ApiClient(text).post("/api/v1/runs", body, headers={"Idempotency-Key": "race"})
+            with lock:
+                answers.append((r.status_code, r.json(), r.get("Idempotent-Replayed")))
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+
+    assert errors == []
+    assert [status for status, _, _ in answers] == [202] * 20, answers
+    assert len({body["id"] for _, body, _ in answers}) == 1
+    assert sorted(body["replayed"] for _, body, _ in answers) == [False] + [True] * 19
+    assert sorted(str(h) for _, _, h in answers) == ["None"] + ["true"] * 19
+    assert Run.objects.count() == 1
+    assert IdempotencyKey.objects.filter(key="race").count() == 1
+    assert Event.objects.filter(kind="run.created").count() == 1

@@ -1,0 +1,131 @@
+"""Sign-in, sign-out, login throttling, the content security policy and secure cookies."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from runs.models import Team
+from tests.runs.console_support import htmx_headers, make_cast, make_user, start
+
+pytestmark = [pytest.mark.django_db]
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "a-long-test-password"
+
+
+@pytest.mark.engine
+def test_pages_need_sign_in(client: Client) -> None:
+    response = client.get("/runs/")
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=/runs/"
+
+
+@pytest.mark.engine
+def test_an_htmx_request_signed_out_sends_the_page_to_sign_in(client: Client) -> None:
+    response = client.get(
+        "/runs/", headers={**htmx_headers("runs-table"), "HX-Current-URL": "http://t/runs/?q=x"}
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"].startswith("/login/?next=")
+
+
+@pytest.mark.engine
+def test_root_goes_to_the_runs_list(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/runs/"
+
+
+@pytest.mark.engine
+def test_sign_in_then_out(client: Client, team: Team) -> None:
+    make_user("alice", team)
+    page = client.get("/login/")
+    assert page.status_code == 200
+    assert b'<label for="id_username">' in page.content
+    response = client.post("/login/", {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == "/runs/"
+    assert client.get("/runs/").status_code == 200
+    assert client.get("/logout/").status_code == 405  # signing out is a POST
+    response = client.post("/logout/")
+    assert response["Location"] == "/login/"
+    assert client.get("/runs/").status_code == 302
+
+
+@pytest.mark.engine
+def test_a_wrong_password_is_shown_and_repeated_failures_lock_out(
+    client: Client, team: Team, settings
+) -> None:
+    make_user("alice", team)
+    response = client.post("/login/", {"username": "alice", "password": "wrong"})
+    assert response.status_code == 200
+    assert b"Please enter a correct username and password" in response.content
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post("/login/", {"username": "alice", "password": "wrong"})
+    # Locked out now, even with the right password.
+    response = client.post("/login/", {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429
+    assert b"Too many failed sign-ins" in response.content
+    assert "_auth_user_id" not in client.session
+    # Another account from the same address is not locked.
+    make_user("bob", team)
+    other = client.post("/login/", {"username": "bob", "password": PASSWORD})
+    assert other.status_code == 302
+
+
+@pytest.mark.engine
+def test_pages_carry_a_policy_without_inline_script(team: Team, other_team: Team) -> None:
+    cast = make_cast(team, other_team)
+    run = start("t-steps", {"n": 1}, team=team, user=cast.owner)
+    client = cast.client("owner")
+    pages = [
+        "/runs/",
+        f"/runs/{run.pk}/",
+        f"/runs/{run.pk}/confirm-cancel/",
+        "/runs/new/?workflow=t-steps",
+    ]
+    anonymous = Client().get("/login/")
+    for response in [anonymous, *(client.get(p) for p in pages)]:
+        assert response.status_code == 200
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        html = response.content.decode()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
+        assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+        assert not re.search(r"\sstyle\s*=", html), "inline style"
+        assert "cdn" not in html.lower()
+
+
+def _settings_of(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTOPS_", "DATABASE"))}
+    clean.update(DJANGO_SETTINGS_MODULE="agentops.settings", **env)
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_secure_cookies_follow_the_environment(tmp_path: Path) -> None:
+    on = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path), DJANGO_SECURE_COOKIES="true")
+    assert on.returncode == 0, on.stderr
+    assert on.stdout.split()[-2:] == ["True", "True"]
+    off = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path))
+    assert off.stdout.split()[-2:] == ["False", "False"]
+    bad = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path), DJANGO_SECURE_COOKIES="perhaps")
+    assert bad.returncode != 0
+    assert "DJANGO_SECURE_COOKIES" in bad.stderr

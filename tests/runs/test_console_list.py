@@ -1,0 +1,220 @@
+"""The runs list: only the user's teams, the filters (stored and derived statuses), search,
+and keyset paging without counting the table."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from runs import console
+from runs.models import Run, RunStatus, Team, WaitKind
+from tests.runs.console_support import Cast, htmx_headers, make_cast, start
+
+pytestmark = [pytest.mark.django_db, pytest.mark.engine]
+
+
+@pytest.fixture
+def cast(team: Team, other_team: Team) -> Cast:
+    return make_cast(team, other_team)
+
+
+def listed(client: Client, **params: Any) -> list[str]:
+    response = client.get("/runs/", params)
+    assert response.status_code == 200
+    return [str(row["run"].pk) for row in response.context["rows"]]
+
+
+def test_only_runs_of_the_users_teams(cast: Cast) -> None:
+    mine = start("t-steps", team=cast.team, user=cast.owner)
+    theirs = start("t-steps", team=cast.other_team, user=cast.outsider)
+    assert listed(cast.client("owner")) == [str(mine.pk)]
+    assert listed(cast.client("viewer")) == [str(mine.pk)]
+    assert listed(cast.client("outsider")) == [str(theirs.pk)]
+    nobody = User.objects.create_user("nobody")
+    client = Client()
+    client.force_login(nobody)
+    assert listed(client) == []
+    root = User.objects.create_superuser("root")
+    client.force_login(root)
+    assert set(listed(client)) == {str(mine.pk), str(theirs.pk)}
+
+
+def test_rows_show_status_workflow_team_progress_budget_and_age(cast: Cast) -> None:
+    run = start("t-spend", {"n": 3}, team=cast.team, user=cast.owner, budget={"usd": 1})
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        progress={"done": 2, "total": 8},
+        spent_usd="0.85",
+        created_at=timezone.now() - timedelta(hours=3),
+    )
+    html = cast.client("viewer").get("/runs/").content.decode()
+    assert 'class="badge badge-running">running<' in html
+    assert ">t-spend</a>" in html
+    assert "Default team" in html
+    assert '<progress max="100" value="25"' in html and "2/8" in html
+    assert 'class="budget budget-warn">85%<' in html
+    assert "3\xa0hours" in html
+
+
+def _set(run: Run, **fields: Any) -> Run:
+    Run.objects.filter(pk=run.pk).update(**fields)
+    return run
+
+
+def test_status_filters_including_derived_views(cast: Cast) -> None:
+    now = timezone.now()
+    t = cast.team
+    queued = start("t-steps", team=t)
+    retrying = _set(start("t-steps", team=t), status=RunStatus.WAITING, wait_kind=WaitKind.RETRY)
+    person = _set(start("t-steps", team=t), status=RunStatus.WAITING, wait_kind=WaitKind.APPROVAL)
+    timer = _set(start("t-steps", team=t), status=RunStatus.WAITING, wait_kind=WaitKind.TIMER)
+    event = _set(start("t-steps", team=t), status=RunStatus.WAITING, wait_kind=WaitKind.EVENT)
+    idle = _set(
+        start("t-steps", team=t),
+        status=RunStatus.RUNNING,
+        idle_deadline_at=now - timedelta(seconds=5),
+        last_activity_at=now,
+    )
+    quiet = _set(
+        start("t-steps", team=t),
+        status=RunStatus.RUNNING,
+        last_activity_at=now - console.STALLED_AFTER - timedelta(minutes=1),
+    )
+    busy = _set(start("t-steps", team=t), status=RunStatus.RUNNING, last_activity_at=now)
+    warned = _set(start("t-steps", team=t), budget_warned=["usd"])
+    client = cast.client("owner")
+
+    def ids(*runs: Run) -> set[str]:
+        return {str(r.pk) for r in runs}
+
+    assert set(listed(client, status="queued")) == ids(queued, warned)
+    assert set(listed(client, status="retrying")) == ids(retrying)
+    assert set(listed(client, status="waiting-person")) == ids(person)
+    assert set(listed(client, status="waiting-timer-event")) == ids(timer, event)
+    assert set(listed(client, status="stalled")) == ids(idle, quiet)
+    assert set(listed(client, status="running")) == ids(idle, quiet, busy)
+    assert set(listed(client, status="over-budget")) == ids(warned)
+    # The badge names what a waiting run waits on.
+    html = client.get("/runs/", {"status": "retrying"}).content.decode()
+    assert ">retrying<" in html
+
+
+def test_workflow_team_owner_and_time_filters(cast: Cast, other_team: Team) -> None:
+    from runs.models import Membership
+
+    Membership.objects.create(user=cast.owner, team=other_team, role="viewer")
+    a = start("t-steps", team=cast.team, user=cast.owner)
+    b = start("t-noop", team=cast.team, user=cast.operator)
+    c = start("t-steps", team=other_team, user=cast.outsider)
+    _set(a, created_at=timezone.now() - timedelta(days=3))
+    client = cast.client("owner")
+    assert set(listed(client, workflow="t-steps")) == {str(a.pk), str(c.pk)}
+    assert listed(client, team="other") == [str(c.pk)]
+    assert listed(client, owner="lead") == [str(b.pk)]
+    since = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    assert set(listed(client, created_after=since)) == {str(b.pk), str(c.pk)}
+    assert listed(client, created_before=since) == [str(a.pk)]
+    assert listed(client, workflow="t-steps", team="default") == [str(a.pk)]
+
+
+def test_an_invalid_filter_is_reported_and_ignored(cast: Cast) -> None:
+    run = start("t-steps", team=cast.team)
+    response = cast.client("owner").get("/runs/", {"status": "bogus", "created_after": "soon"})
+    assert response.status_code == 200
+    assert [r["run"].pk for r in response.context["rows"]] == [run.pk]
+    html = response.content.decode()
+    assert "Select a valid choice" in html and "Enter a valid date/time" in html
+
+
+def test_a_team_the_user_cannot_see_filters_to_nothing(cast: Cast) -> None:
+    start("t-steps", team=cast.other_team)
+    response = cast.client("owner").get("/runs/", {"team": "other"})
+    assert response.context["rows"] == []
+
+
+def test_search_by_id_prefix_or_input_text(cast: Cast) -> None:
+    a = start("t-flaky", {"kind": "needle-in-input"}, team=cast.team)
+    b = start("t-flaky", {"kind": "other"}, team=cast.team)
+    client = cast.client("owner")
+    assert listed(client, q="needle-in") == [str(a.pk)]
+    assert listed(client, q="NEEDLE") == [str(a.pk)]
+    hyphenated = str(b.pk)[:13]  # "xxxxxxxx-xxxx"
+    assert listed(client, q=hyphenated) == [str(b.pk)]
+    assert listed(client, q=b.pk.hex[:12]) == [str(b.pk)]
+    assert listed(client, q=str(b.pk).upper()) == [str(b.pk)]
+    assert listed(client, q="nothing-like-this") == []
+
+
+def test_keyset_pages_walk_every_run_once_in_order_without_counting(
+    cast: Cast, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "PAGE_SIZE", 4)
+    base = timezone.now() - timedelta(hours=1)
+    runs = [start("t-steps", team=cast.team) for _ in range(11)]
+    for i, run in enumerate(runs):
+        # Pairs share a created_at: the id breaks the tie.
+        _set(run, created_at=base + timedelta(seconds=i // 2))
+    expected = [
+        str(r.pk)
+        for r in Run.objects.filter(pk__in=[r.pk for r in runs]).order_by("-created_at", "-id")
+    ]
+    client = cast.client("owner")
+    seen: list[str] = []
+    params: dict[str, str] = {}
+    pages = []
+    while True:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/runs/", params)
+        assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+        page = [str(row["run"].pk) for row in response.context["rows"]]
+        pages.append((dict(params), page, response.context))
+        seen += page
+        if not response.context["older_url"]:
+            break
+        params = {"before": response.context["page"].older}
+    assert seen == expected
+    assert [len(p) for _, p, _ in pages] == [4, 4, 3]
+    # "Newer" from the last page comes back to the middle page.
+    last_context = pages[-1][2]
+    back = client.get("/runs/", {"after": last_context["page"].newer})
+    assert [str(r["run"].pk) for r in back.context["rows"]] == pages[1][1]
+    assert back.context["newer_url"] and back.context["older_url"]
+    # A tampered cursor is ignored (first page), not an error.
+    assert client.get("/runs/", {"before": "x_y"}).status_code == 200
+
+
+def test_paging_keeps_the_filters(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "PAGE_SIZE", 2)
+    for _ in range(3):
+        start("t-noop", team=cast.team)
+    start("t-steps", team=cast.team)
+    response = cast.client("owner").get("/runs/", {"workflow": "t-noop"})
+    older = response.context["older_url"]
+    assert "workflow=t-noop" in older and "before=" in older
+    nxt = cast.client("owner").get(older)
+    assert [r["run"].workflow for r in nxt.context["rows"]] == ["t-noop"]
+
+
+def test_htmx_gets_the_fragment_named_by_its_target(cast: Cast) -> None:
+    start("t-steps", team=cast.team)
+    client = cast.client("owner")
+    table = client.get("/runs/", {"status": "queued"}, headers=htmx_headers("runs-table"))
+    html = table.content.decode()
+    assert html.lstrip().startswith('<div id="runs-table"')
+    assert "<html" not in html and "ws-connect" not in html
+    live = client.get("/runs/", {"status": "queued"}, headers=htmx_headers("runs-live"))
+    html = live.content.decode()
+    assert html.lstrip().startswith('<div id="runs-live"')
+    assert 'ws-connect="/ws/runs/?status=queued"' in html
+    polled = client.get("/runs/", {"poll": "1"}, headers=htmx_headers("runs-table"))
+    assert 'hx-trigger="every 2s"' in polled.content.decode()
+    # The full page links every hx-get with an href too.
+    page = client.get("/runs/").content.decode()
+    assert 'data-poll-url="/runs/?poll=1"' in page

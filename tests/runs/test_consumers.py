@@ -1,0 +1,231 @@
+"""The console's WebSockets against the real ASGI application: session authentication, the
+origin check, refusing people who may not see the run, and rendered partials (not JSON)
+pushed after a run changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test import Client
+
+from agentops.asgi import application
+from runs import live
+from runs.models import Run, RunStatus, Team
+from tests.runs.console_support import make_cast, start
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.engine]
+ORIGIN = (b"origin", b"http://localhost")
+
+
+def session_cookie(user: User | None) -> list[tuple[bytes, bytes]]:
+    if user is None:
+        return []
+    client = Client()
+    client.force_login(user)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+
+
+def run_async(test: Callable[[], Awaitable[None]]) -> None:
+    """Run ``test`` on a new event loop with a channel layer of its own (a Redis layer's
+    connections belong to the loop that opened them)."""
+    channel_layers.backends.clear()
+
+    async def main() -> None:
+        try:
+            await test()
+        finally:
+            # The consumers' database thread keeps its connection otherwise, and the test
+            # database could not be dropped at the end.
+            await database_sync_to_async(connections.close_all)()
+
+    asyncio.run(main())
+
+
+async def connect(
+    path: str, user: User | None, *, origin: tuple[bytes, bytes] = ORIGIN
+) -> tuple[WebsocketCommunicator, bool]:
+    communicator = WebsocketCommunicator(
+        application, path, headers=[origin, *session_cookie_async_cache[user]]
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+session_cookie_async_cache: dict[Any, list[tuple[bytes, bytes]]] = {}
+
+
+def prepare_cookies(*users: User | None) -> None:
+    for user in users:
+        session_cookie_async_cache[user] = session_cookie(user)
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator, predicate: Callable[[str], bool], *, timeout: float = 10
+) -> str:
+    """Read pushes until one matches (earlier pushes may show an earlier state)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        assert remaining > 0, "no matching push"
+        html = await communicator.receive_from(timeout=remaining)
+        if predicate(html):
+            return html
+
+
+def test_the_run_socket_refuses_outsiders_strangers_and_foreign_origins(
+    team: Team, other_team: Team
+) -> None:
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.owner, cast.outsider, None)
+
+    async def test() -> None:
+        for user in (cast.outsider, None):
+            communicator, connected = await connect(f"/ws/runs/{run.pk}/", user)
+            assert not connected
+            await communicator.disconnect()
+        communicator, connected = await connect(
+            f"/ws/runs/{run.pk}/", cast.owner, origin=(b"origin", b"http://evil.example")
+        )
+        assert not connected
+        await communicator.disconnect()
+        communicator, connected = await connect(
+            "/ws/runs/00000000-0000-4000-8000-000000000000/", cast.owner
+        )
+        assert not connected
+        await communicator.disconnect()
+
+    run_async(test)
+
+
+def test_the_run_socket_pushes_the_rendered_partial_after_a_change(
+    team: Team, other_team: Team
+) -> None:
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.owner, cast.viewer)
+
+    async def test() -> None:
+        owner, connected = await connect(f"/ws/runs/{run.pk}/", cast.owner)
+        assert connected
+        viewer, connected = await connect(f"/ws/runs/{run.pk}/", cast.viewer)
+        assert connected
+        first = await owner.receive_from(timeout=5)  # the current state, at once
+        assert first.startswith('<section id="run-live"') and 'hx-swap-oob="true"' in first
+        await viewer.receive_from(timeout=5)
+
+        current = await database_sync_to_async(Run.objects.get)(pk=run.pk)
+        await database_sync_to_async(current.pause)(actor="user:owner")
+
+        pushed = await receive_until(owner, lambda html: "badge-paused" in html)
+        assert pushed.startswith('<section id="run-live"')
+        assert f"/runs/{run.pk}/resume/" in pushed  # the owner may resume
+        seen = await receive_until(viewer, lambda html: "badge-paused" in html)
+        assert "/resume/" not in seen  # a viewer gets no buttons
+        await owner.disconnect()
+        await viewer.disconnect()
+
+    run_async(test)
+
+
+def test_the_list_socket_pushes_the_table_of_the_users_teams(team: Team, other_team: Team) -> None:
+    cast = make_cast(team, other_team)
+    prepare_cookies(cast.owner, cast.outsider, None)
+
+    async def test() -> None:
+        nobody, connected = await connect("/ws/runs/", None)
+        assert not connected
+        await nobody.disconnect()
+        owner, connected = await connect("/ws/runs/?workflow=t-noop", cast.owner)
+        assert connected
+        outsider, connected = await connect("/ws/runs/", cast.outsider)
+        assert connected
+        first = await owner.receive_from(timeout=5)
+        assert first.startswith('<div id="runs-table"') and "No runs match." in first
+        await outsider.receive_from(timeout=5)
+
+        # A run is announced by its transitions (here: paused before a worker took it).
+        for name in ("t-noop", "t-steps"):
+            run = await database_sync_to_async(start)(name, team=team, user=cast.owner)
+            await database_sync_to_async(run.pause)(actor="user:owner")
+        pushed = await receive_until(owner, lambda html: ">t-noop</a>" in html)
+        assert ">t-steps</a>" not in pushed  # the socket's filters apply
+        # The other team's member hears nothing about this team's runs.
+        assert await outsider.receive_nothing(timeout=0.5)
+        await owner.disconnect()
+        await outsider.disconnect()
+
+    run_async(test)
+
+
+def test_a_person_whose_access_ends_is_disconnected(team: Team, other_team: Team) -> None:
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.viewer)
+
+    async def test() -> None:
+        viewer, connected = await connect(f"/ws/runs/{run.pk}/", cast.viewer)
+        assert connected
+        await viewer.receive_from(timeout=5)
+        from runs.models import Membership
+
+        await database_sync_to_async(Membership.objects.filter(user=cast.viewer).delete)()
+        await database_sync_to_async(Run.transition)(
+            run.pk,
+            to=RunStatus.PAUSED,
+            from_=[RunStatus.QUEUED],
+            event="run.paused",
+            actor="test",
+        )
+        output = await viewer.receive_output(timeout=5)
+        assert output["type"] == "websocket.close"
+
+    run_async(test)
+
+
+def test_publishing_is_throttled_per_run_but_never_drops_a_status_change(settings: Any) -> None:
+    # The in-memory layer: with it, the publisher sends only while a consumer listens here.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+    async def test() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(live.run_group("r1"), channel)
+        publisher = live.Publisher()
+        publisher.listening(asyncio.get_running_loop())
+
+        def burst() -> None:
+            for _ in range(50):
+                publisher.submit("r1", 1, False)
+
+        await asyncio.to_thread(burst)
+        received = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + live.MIN_INTERVAL * 3
+        while loop.time() < deadline:
+            try:
+                received.append(await asyncio.wait_for(layer.receive(channel), 0.05))
+            except TimeoutError:
+                pass
+        # The first at once and one trailing push for the rest.
+        assert len(received) == 2
+        assert received[0] == {"type": "run.changed", "run_id": "r1"}
+        await asyncio.to_thread(publisher.submit, "r1", 1, False)
+        await asyncio.to_thread(publisher.submit, "r1", 1, True)  # a status change
+        forced = await asyncio.wait_for(layer.receive(channel), 0.1)
+        assert forced["run_id"] == "r1"
+        publisher.stopped_listening()
+        assert publisher.loop() is None  # nobody listens: nothing is sent
+
+    run_async(test)
