@@ -200,6 +200,9 @@ AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
 #: Serve /static/ from the ASGI process (the embedded default); turn off behind a proxy/CDN.
 AGENTOPS_SERVE_STATIC = _read("bool", "AGENTOPS_SERVE_STATIC", True)
 
+#: Bearer token a Prometheus scraper sends to /metrics; empty: only staff sign-ins may read it.
+AGENTOPS_METRICS_TOKEN = _read("str", "AGENTOPS_METRICS_TOKEN", "")
+
 # --- HTTP API -----------------------------------------------------------------------------
 #: Requests per minute per API token (or signed-in user); more are answered 429.
 AGENTOPS_API_RATE_PER_MINUTE = _positive("AGENTOPS_API_RATE_PER_MINUTE", 600, integer=True)

@@ -18,5 +18,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
+    path("dashboard/", run_views.dashboard, name="dashboard"),
+    path("metrics", run_views.prometheus, name="metrics"),
     path("", RedirectView.as_view(pattern_name="run-list", permanent=False)),
 ]

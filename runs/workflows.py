@@ -66,7 +66,7 @@ def summarise_file(path: str, ctx: Any) -> dict[str, Any]:
     name="digest",
     input=DigestInput,
     description="Read a local corpus one file per step and report on it.",
-    budget={"usd": 0.5, "actions": 2500},
+    budget={"usd": 1.0, "actions": 2500},
     deadline=6 * 3600,
     idle_timeout=900,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runs.views.dashboard import dashboard, prometheus
 from runs.views.demo import demo_flaky
 from runs.views.runs import (
     run_cancel,
@@ -16,7 +17,9 @@ from runs.views.runs import (
 from runs.views.start import run_new
 
 __all__ = [
+    "dashboard",
     "demo_flaky",
+    "prometheus",
     "run_cancel",
     "run_cancel_confirm",
     "run_detail",
