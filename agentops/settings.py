@@ -267,6 +267,5 @@ LOGGING = {
         # Every sweep tick and doorbell would log twice at INFO: the events table is the record.
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
-        "celery.beat": {"level": "WARNING"},
     },
 }
