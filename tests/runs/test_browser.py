@@ -1,0 +1,306 @@
+"""The console in a real browser: Chromium (driven by Playwright) against one real
+`manage.py serve` process on SQLite, with its embedded workers and beat.
+
+A team lead starts a run and watches it move without reloading the page, cancels a long
+run from its page, and a person of another team sees none of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.servers import free_port
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("AGENTOPS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "a-long-browser-test-password"
+#: How long the page may take to show what the server did (pushes arrive in well under 1 s).
+LIVE_TIMEOUT_MS = 20_000
+
+USERS_SCRIPT = textwrap.dedent(
+    f"""
+    from django.contrib.auth.models import User
+    from runs.models import Membership, Team
+
+    for username, slug in (("olive", "alpha"), ("oscar", "beta")):
+        team = Team.objects.get_or_create(slug=slug, defaults={{"name": slug.title()}})[0]
+        user = User.objects.create_user(username, password={PASSWORD!r})
+        Membership.objects.create(user=user, team=team, role=Membership.Role.OPERATOR)
+    """
+)
+
+RUN_LIVE = "#run-live"
+STATUS_BADGE = "#run-live .summary-status .badge"
+TIMELINE_ROWS = "#run-live ol.timeline > li"
+
+
+def _no_browser(reason: str) -> NoReturn:
+    """CI must run these tests; a laptop without Chromium may skip them."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"browser tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except OSError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `manage.py serve --workers 2` on its own SQLite data dir; yields its base URL."""
+    data = tmp_path_factory.mktemp("browser-serve")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "CELERY_", "CHANNEL_LAYER", "AGENTOPS_TEST"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="agentops.settings",
+        AGENTOPS_APPS="tests.testapp",
+        AGENTOPS_DATA_DIR=str(data),
+        AGENTOPS_LEASE_SECONDS="2",
+        AGENTOPS_SWEEP_SECONDS="1",
+        AGENTOPS_ORPHAN_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    for args in (["migrate", "-v0"], ["shell", "-c", USERS_SCRIPT]):
+        subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=120
+        )
+    port, log = free_port(), data / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_for(lambda: proc.poll() is not None or _get(f"{base}/login/") == 200, timeout=60)
+        except AssertionError:
+            pytest.fail(f"serve did not answer:\n{log.read_text()[-3000:]}")
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        _no_browser(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _no_browser("playwright is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as pw:
+        try:
+            chromium = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        except Error as exc:
+            _no_browser(f"Chromium at {CHROMIUM} did not start: {exc}")
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Opens pages in fresh browser contexts (one per person); on failure, each page's last
+    state is saved as a screenshot in /tmp."""
+    contexts: list[Any] = []
+
+    def open_page() -> Any:
+        context = browser.new_context()
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    failed_before = request.session.testsfailed
+    yield open_page
+    # The call phase's report has been logged by now: a failed test has been counted.
+    if request.session.testsfailed > failed_before:
+        name = re.sub(r"\W+", "-", request.node.name)
+        for i, context in enumerate(contexts):
+            for j, page in enumerate(context.pages):
+                path = f"/tmp/agentops-browser-{name}-{i}-{j}.png"
+                try:
+                    page.screenshot(path=path, full_page=True)
+                except Exception as exc:  # a crashed page must not hide the test's failure
+                    print(f"no screenshot {path}: {exc}")
+                else:
+                    print(f"screenshot: {path}")
+    for context in contexts:
+        context.close()
+
+
+def sign_in(page: Any, base: str, username: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/login/")
+    page.locator("#id_username").fill(username)
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".account .who")).to_have_text(username)
+
+
+def start_steps_run(page: Any, base: str, *, n: int, work_ms: int) -> str:
+    """Start a ``t-steps`` run from the console's form; returns the run page's URL."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/runs/new/")
+    # Choosing a workflow loads its input form in place (htmx).
+    page.locator("#id_workflow").select_option("t-steps")
+    form = page.locator("#start-form form")
+    expect(form.locator("#id_input-n")).to_be_visible()
+    expect(form.locator("#id_team option:checked")).to_have_text("alpha")
+    form.locator("#id_input-n").fill(str(n))
+    form.locator("#id_input-work_ms").fill(str(work_ms))
+    form.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    expect(page.locator(".toast", has_text="Started t-steps")).to_be_visible()
+    # Anything that reloads or navigates the page from here on drops this marker.
+    page.evaluate("window.__sameDocument = true")
+    return page.url
+
+
+def status(word: str) -> re.Pattern[str]:
+    """A status badge's text (shown as the status value, in any case)."""
+    return re.compile(rf"^\s*{word}\s*$", re.IGNORECASE)
+
+
+def still_same_document(page: Any) -> bool:
+    return page.evaluate("window.__sameDocument === true")
+
+
+def wait_more_rows(page: Any, than: int) -> int:
+    """Wait until the timeline has more than ``than`` rows; returns how many it has."""
+    handle = page.wait_for_function(
+        "([sel, n]) => { const k = document.querySelectorAll(sel).length; return k > n && k; }",
+        arg=[TIMELINE_ROWS, than],
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    return int(handle.json_value())
+
+
+def wait_more_progress(page: Any, than: float) -> float:
+    """Wait until the progress bar's value is above ``than``; returns it."""
+    handle = page.wait_for_function(
+        "([n]) => { const bar = document.querySelector('#run-progress-bar');"
+        " const v = bar ? Number(bar.value) : -1; return v > n && v; }",
+        arg=[than],
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    return float(handle.json_value())
+
+
+def test_a_started_run_advances_live_until_it_succeeds(new_page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, server, "olive")
+    start_steps_run(page, server, n=15, work_ms=300)
+
+    # The progress bar and the step timeline grow, pushed to the page while we watch.
+    first_value = wait_more_progress(page, 0)
+    first_rows = wait_more_rows(page, 0)
+    assert wait_more_progress(page, first_value) > first_value
+    assert wait_more_rows(page, first_rows) > first_rows
+
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("succeeded"), timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator(RUN_LIVE).get_by_text("Progress: 15 of 15")).to_be_visible()
+    expect(page.locator("#run-progress-bar")).to_have_attribute("value", "100")
+    expect(page.locator(TIMELINE_ROWS)).to_have_count(15)
+    expect(page.locator(f"{TIMELINE_ROWS}.step-completed")).to_have_count(15)
+    assert still_same_document(page), "the page was reloaded"
+
+
+def test_cancelling_a_running_run_from_its_page(new_page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, server, "olive")
+    start_steps_run(page, server, n=200, work_ms=200)
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    wait_more_rows(page, 0)
+
+    page.locator(RUN_LIVE).get_by_role("link", name="Cancel run…").click()
+    confirm = page.get_by_role("alertdialog", name="Cancel this run?")
+    expect(confirm).to_be_visible()
+    confirm.get_by_role("button", name="Yes, cancel the run").click()
+    # (Success toasts fade after 8 s: look for it first.)
+    expect(page.locator(".toast", has_text="Cancellation requested")).to_be_visible()
+
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator(RUN_LIVE).get_by_role("link", name="Cancel run…")).to_have_count(0)
+    expect(confirm).to_have_count(0)
+    # Stopped long before its 200 steps.
+    assert page.locator(TIMELINE_ROWS).count() < 200
+    assert still_same_document(page), "the page was reloaded"
+
+
+def test_another_team_sees_none_of_it(new_page: Any, server: str) -> None:
+    from playwright.sync_api import expect
+
+    olive = new_page()
+    sign_in(olive, server, "olive")
+    run_url = start_steps_run(olive, server, n=1, work_ms=0)
+    run_id = run_url.rstrip("/").rsplit("/", 1)[-1]
+    olive.goto(f"{server}/runs/")
+    expect(olive.locator(f'table.runs a[href="/runs/{run_id}/"]')).to_have_count(1)
+
+    oscar = new_page()
+    sign_in(oscar, server, "oscar")
+    oscar.goto(f"{server}/runs/")
+    expect(oscar.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+    expect(oscar.locator("table.runs a.run-link")).to_have_count(0)
+    expect(oscar.locator("table.runs")).to_contain_text("No runs match.")
+    expect(oscar.locator("table.runs")).not_to_contain_text("Alpha")
+
+    response = oscar.goto(run_url)
+    assert response is not None and response.status == 404
+    expect(oscar.get_by_role("heading", name="Not found")).to_be_visible()
+    expect(oscar.locator(RUN_LIVE)).to_have_count(0)
+    expect(oscar.locator("body")).not_to_contain_text(run_id)
+
+    response = oscar.goto(f"{run_url}confirm-cancel/")
+    assert response is not None and response.status == 404
