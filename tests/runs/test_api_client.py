@@ -6,11 +6,7 @@ transition), and wait."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,74 +16,19 @@ import pytest
 
 from agentops.client import ApiError, Client
 from tests.conftest import wait_for
-from tests.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+from tests.embedded import embedded_env, manage, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     """A served agentops on a free port: (base URL, an operator's API token, the database)."""
     data = tmp_path_factory.mktemp("api-serve")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "CELERY_", "CHANNEL_LAYER", "AGENTOPS_TEST"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="agentops.settings",
-        AGENTOPS_APPS="tests.testapp",
-        AGENTOPS_DATA_DIR=str(data),
-        AGENTOPS_LEASE_SECONDS="2",
-        AGENTOPS_SWEEP_SECONDS="1",
-        AGENTOPS_ORPHAN_SECONDS="1",
-        AGENTOPS_SSE_HEARTBEAT_SECONDS="0.3",
-        AGENTOPS_SSE_POLL_SECONDS="0.05",
-        PYTHONUNBUFFERED="1",
-    )
-    _manage(env, "migrate", "-v0")
-    _manage(env, "createsuperuser", "--noinput", "--username", "ci", "--email", "ci@example.com")
-    token = _manage(env, "create_api_token", "ci", "--team", "default", "--name", "tests").strip()
-    port, log = free_port(), data / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _status(f"{base}/api/v1/openapi.json") == 200, timeout=60)
-        yield base, token, data / "agentops.sqlite3"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status
-    except OSError:
-        return 0
+    env = embedded_env(data, AGENTOPS_SSE_HEARTBEAT_SECONDS="0.3", AGENTOPS_SSE_POLL_SECONDS="0.05")
+    manage(env, "migrate", "-v0")
+    manage(env, "createsuperuser", "--noinput", "--username", "ci", "--email", "ci@example.com")
+    token = manage(env, "create_api_token", "ci", "--team", "default", "--name", "tests").strip()
+    with serving(env, ready_path="/api/v1/openapi.json") as served:
+        yield served.base, token, data / "agentops.sqlite3"
 
 
 def _event_ids(db: Path, run_id: str) -> list[int]:

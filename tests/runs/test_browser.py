@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import textwrap
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.servers import free_port
+from tests.embedded import embedded_env, manage, serving
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("AGENTOPS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -64,62 +58,14 @@ def _no_browser(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status
-    except OSError:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `manage.py serve --workers 2` on its own SQLite data dir; yields its base URL."""
-    data = tmp_path_factory.mktemp("browser-serve")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "CELERY_", "CHANNEL_LAYER", "AGENTOPS_TEST"))
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="agentops.settings",
-        AGENTOPS_APPS="tests.testapp",
-        AGENTOPS_DATA_DIR=str(data),
-        AGENTOPS_LEASE_SECONDS="2",
-        AGENTOPS_SWEEP_SECONDS="1",
-        AGENTOPS_ORPHAN_SECONDS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    for args in (["migrate", "-v0"], ["shell", "-c", USERS_SCRIPT]):
-        subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, timeout=120
-        )
-    port, log = free_port(), data / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_for(lambda: proc.poll() is not None or _get(f"{base}/login/") == 200, timeout=60)
-        except AssertionError:
-            pytest.fail(f"serve did not answer:\n{log.read_text()[-3000:]}")
-        if proc.poll() is not None:
-            pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+    env = embedded_env(tmp_path_factory.mktemp("browser-serve"))
+    manage(env, "migrate", "-v0")
+    manage(env, "shell", "-c", USERS_SCRIPT)
+    with serving(env) as served:
+        yield served.base
 
 
 @pytest.fixture(scope="module")
