@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "ninja",  # the API docs page served from our static files, not a CDN
     "agentops",
     "runs",
+    "approvals",
     *AGENTOPS_APPS,
 ]
 
@@ -143,7 +144,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "runs"
-CELERY_TASK_ROUTES = {"runs.sweep_*": {"queue": "sweeps"}}
+CELERY_TASK_ROUTES = {"runs.sweep_*": {"queue": "sweeps"}, "approvals.sweep": {"queue": "sweeps"}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

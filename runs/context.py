@@ -242,6 +242,7 @@ class Context(CheckpointWriter):
         fallback: Callable[..., Any] | None = None,
         fallback_service: str | None = None,
         compensate: Callable[[Any], Any] | None = None,
+        requires_approval: bool | dict[str, Any] = False,
         **kwargs: Any,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` once, durably, and return its (JSON) output.
@@ -250,7 +251,13 @@ class Context(CheckpointWriter):
         names the external service for its circuit breaker; ``fallback`` (same arguments) runs
         when the primary's retries are exhausted or its circuit is open; ``compensate(output)``
         undoes the step if the run is later cancelled or fails.
+
+        A step that is destructive or visible outside (``requires_approval=True``, or a dict of
+        ``ctx.approval`` options, or named in the workflow's ``requires_approval``) gets an
+        approval gate before it; it runs only once approved, else ``ApprovalRejected``.
         """
+        if requires_approval or name in self.wf.requires_approval:
+            self._gate_step(name, args, kwargs, requires_approval)
         return self._step(
             name,
             fn,
@@ -399,6 +406,30 @@ class Context(CheckpointWriter):
         finally:
             self._usage_of_last = self._current
             self._current = None
+
+    # ------------------------------------------------------------------ people
+    def approval(self, name: str, **options: Any) -> Any:
+        """Ask people to decide, durably: ``approvals.gate.request_approval`` documents the
+        options (payload, editable, deadline, on_timeout, approvers, quorum, escalation)."""
+        from approvals.gate import request_approval
+
+        options.setdefault("allow_self_approval", self.wf.allow_self_approval)
+        return request_approval(self, name, **options)
+
+    def _gate_step(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: Any
+    ) -> None:
+        from approvals.exceptions import ApprovalRejected
+
+        try:
+            proposed = to_json(name, {"args": list(args), "kwargs": kwargs})
+        except StepOutputError:
+            proposed = {"args": [repr(a)[:500] for a in args]}
+        opts = dict(options) if isinstance(options, dict) else {}
+        opts.setdefault("payload", {"step": name, **proposed})
+        result = self.approval(f"approve {name}", **opts)
+        if not result.approved:
+            raise ApprovalRejected(name, result.outcome, result.comment)
 
     # ------------------------------------------------------------------ timers and signals
     def sleep(self, name: str, duration: float | timedelta) -> None:

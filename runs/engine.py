@@ -472,7 +472,7 @@ def _suspend(run: Run, s: Suspend, actor: str, mine: Q, *, compensating: bool = 
             and Signal.objects.filter(
                 run_id=run.pk, name=s.waiting_for, consumed_seq__isnull=True
             ).exists()
-        ):
+        ) or (s.ready is not None and s.ready()):
             _release(run, mine)
             return
         moved = Run.transition(

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -109,10 +110,20 @@ class StopRun(BaseException):
 class Suspend(StopRun):
     """The run waits (timer, event, retry backoff, open circuit, person) holding no worker."""
 
-    def __init__(self, kind: str, *, wake_at: datetime | None, waiting_for: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        wake_at: datetime | None,
+        waiting_for: str = "",
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.kind = kind
         self.wake_at = wake_at
         self.waiting_for = waiting_for
+        #: Asked under the run's row lock just before it starts waiting: True means what it
+        #: waits for arrived meanwhile, so it stays runnable (no lost wake-up).
+        self.ready = ready
         super().__init__(kind)
 
 

@@ -239,6 +239,7 @@ class RunOperations:
                     data={"reason": reason} if reason else {},
                     locked=True,
                 )
+                _cancel_approvals(self, actor=actor)
             # A run nobody holds (queued, waiting, paused) is made runnable so that a worker
             # runs its compensations and finishes it; a held run notices before its next step.
             Run.transition(
@@ -551,3 +552,14 @@ class RunOperations:
             if moved:
                 doorbell.ring(self.pk)
         return moved
+
+
+def _cancel_approvals(run: Any, *, actor: str) -> None:
+    """A stopping run's pending approval requests leave every inbox at once (the caller
+    holds the run's row lock, the order the approvals app always takes: run, then request)."""
+    from django.apps import apps
+
+    if apps.is_installed("approvals"):
+        from approvals.models import ApprovalRequest
+
+        ApprovalRequest.cancel_for_run(run, actor=actor)

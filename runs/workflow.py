@@ -16,7 +16,7 @@ recorded output instead of doing it again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -101,6 +101,8 @@ class WorkflowDef:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     step_timeout: float | None = None
     queue: str = "runs"
+    requires_approval: frozenset[str] = frozenset()
+    allow_self_approval: bool = False
 
     def validate_input(self, raw: Any) -> Any:
         """Return the input as it is stored (JSON); raise ``InputInvalid`` naming the fields."""
@@ -143,6 +145,8 @@ def workflow(
     retry: RetryPolicy | None = None,
     step_timeout: float | timedelta | None = None,
     queue: str = "runs",
+    requires_approval: Iterable[str] = (),
+    allow_self_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(ctx, data)`` as workflow ``name``.
 
@@ -150,6 +154,9 @@ def workflow(
     ``deadline`` and ``idle_timeout`` are seconds or timedeltas; ``retry`` is the default
     policy of its steps and ``step_timeout`` their default timeout. ``queue`` is the Celery
     queue its runs are driven from, so kinds of work can get their own workers.
+    ``requires_approval`` names steps that are destructive or visible outside: each gets an
+    approval gate before it runs. ``allow_self_approval`` lets the person who started a run
+    approve its gates (separation of duties is the default).
     """
     if isinstance(budget, dict):
         unknown = set(budget) - {"usd", "tokens", "actions", "wall_seconds"}
@@ -172,6 +179,8 @@ def workflow(
             retry=retry or RetryPolicy(),
             step_timeout=_seconds(step_timeout),
             queue=queue,
+            requires_approval=frozenset(requires_approval),
+            allow_self_approval=allow_self_approval,
         )
         fn.workflow_name = name  # type: ignore[attr-defined]
         return fn

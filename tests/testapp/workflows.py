@@ -279,3 +279,47 @@ def billed_retries_workflow(ctx: Any, data: Any) -> str:
 @workflow(name="t-nul")
 def nul_workflow(ctx: Any, data: Any) -> str:
     return ctx.step("scrape", lambda: "before\x00after")
+
+
+class ApproveInput(BaseModel):
+    quorum: int = Field(default=1, ge=1, le=5)
+    deadline: float | None = None
+    on_timeout: str = "reject"
+    approvers: list[str] | None = None
+    escalate_to: list[str] | None = None
+    escalate_after: float | None = None
+    allow_self: bool = False
+
+
+@workflow(name="t-approve", input=ApproveInput)
+def approve_then_act(ctx: Any, data: ApproveInput) -> dict[str, Any]:
+    """A gate, then the side effect it guards: applied once, only when approved."""
+    decision = ctx.approval(
+        "publish",
+        payload={"title": "Weekly report", "to": "all@example.com"},
+        editable=["title"],
+        quorum=data.quorum,
+        deadline=data.deadline,
+        on_timeout=data.on_timeout,
+        approvers=data.approvers,
+        escalate_to=data.escalate_to,
+        escalate_after=data.escalate_after,
+        allow_self_approval=data.allow_self,
+    )
+    if decision.approved:
+        key = ctx.idempotency_key()
+        ctx.step("publish", apply_effect, key, str(ctx.run_id), decision.payload["title"], 0)
+    return {
+        "outcome": decision.outcome,
+        "title": decision.payload["title"],
+        "reviewers": [r["user"] for r in decision.reviewers],
+        "comment": decision.comment,
+        "timed_out": decision.timed_out,
+    }
+
+
+@workflow(name="t-gated-step", requires_approval=["delete"])
+def gated_step(ctx: Any, data: Any) -> str:
+    """A destructive step named in the workflow's policy: it cannot run without approval."""
+    key = ctx.idempotency_key()
+    return ctx.step("delete", apply_effect, key, str(ctx.run_id), "deleted", 0)
