@@ -125,7 +125,7 @@ def test_permission_is_checked_at_the_moment_of_the_decision(people, team):
 
 
 def test_approvers_name_a_role_or_a_group(people):
-    run, request = start_gated(people.owner, {"approvers": ["group:leads"]})
+    _run, request = start_gated(people.owner, {"approvers": ["group:leads"]})
     with pytest.raises(NotAllowed, match="for group:leads"):
         request.decide(people.alice, "approve")
     assert list(request.eligible_users()) == [people.lead]
