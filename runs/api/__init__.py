@@ -28,4 +28,8 @@ problems.install(api)
 api.add_router("", run_router)
 api.add_router("", event_router)
 
+from approvals.api import router as approvals_router  # noqa: E402 - it builds on the above
+
+api.add_router("", approvals_router)
+
 __all__ = ["api"]

@@ -289,6 +289,7 @@ class ApproveInput(BaseModel):
     escalate_to: list[str] | None = None
     escalate_after: float | None = None
     allow_self: bool = False
+    work_ms: int = Field(default=0, ge=0)
 
 
 @workflow(name="t-approve", input=ApproveInput)
@@ -308,7 +309,9 @@ def approve_then_act(ctx: Any, data: ApproveInput) -> dict[str, Any]:
     )
     if decision.approved:
         key = ctx.idempotency_key()
-        ctx.step("publish", apply_effect, key, str(ctx.run_id), decision.payload["title"], 0)
+        ctx.step(
+            "publish", apply_effect, key, str(ctx.run_id), decision.payload["title"], data.work_ms
+        )
     return {
         "outcome": decision.outcome,
         "title": decision.payload["title"],
