@@ -51,5 +51,12 @@ class Command(BaseCommand):
                 user=user,
             )
             Run.start("nap", {"seconds": 45}, team=team, actor=actor, user=user)
-            self.stdout.write("started three demo runs: digest, flaky-service, nap")
+            # Started by the demo itself, not by the admin, so that the admin may approve
+            # them: whoever starts a run cannot approve its gates (separation of duties).
+            Run.start("digest-publish", {"limit": 8}, team=team, actor="system:demo")
+            Run.start("draft-email", {}, team=team, actor="system:demo")
+            self.stdout.write(
+                "started five demo runs: digest, flaky-service, nap, and two waiting for "
+                "approval (digest-publish, draft-email)"
+            )
         self.stdout.write(f"demo login: {username} / {password}")
