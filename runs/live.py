@@ -177,3 +177,36 @@ def publish_run_changed(
     if publisher.loop() is None:
         return
     transaction.on_commit(partial(publisher.submit, str(run_id), team_id, status_changed))
+
+
+def publish_group(group: str, message: dict[str, Any]) -> None:
+    """Send ``message`` to the Channels ``group`` once the current transaction commits (best
+    effort, on the same loop as the runs' pushes; nothing is sent when nobody can listen)."""
+    if publisher.loop() is None:
+        return
+    transaction.on_commit(partial(_submit_group, group, message))
+
+
+def _submit_group(group: str, message: dict[str, Any]) -> None:
+    loop = publisher.loop()
+    if loop is None:
+        return
+
+    def schedule() -> None:
+        task = asyncio.get_running_loop().create_task(_deliver_group(group, message))
+        publisher._tasks.add(task)
+        task.add_done_callback(publisher._tasks.discard)
+
+    try:
+        loop.call_soon_threadsafe(schedule)
+    except RuntimeError:  # the loop closed meanwhile: nobody listens there any more
+        pass
+
+
+async def _deliver_group(group: str, message: dict[str, Any]) -> None:
+    from channels.layers import get_channel_layer
+
+    try:
+        await get_channel_layer().group_send(group, message)
+    except Exception:  # a push is best effort: pages poll when they miss one
+        log.warning("live update to %s not sent", group, exc_info=True)
