@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "agentops",
     "runs",
     "approvals",
+    "notifications",
     *AGENTOPS_APPS,
 ]
 
@@ -144,7 +145,11 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "runs"
-CELERY_TASK_ROUTES = {"runs.sweep_*": {"queue": "sweeps"}, "approvals.sweep": {"queue": "sweeps"}}
+CELERY_TASK_ROUTES = {
+    "runs.sweep_*": {"queue": "sweeps"},
+    "approvals.sweep": {"queue": "sweeps"},
+    "notifications.sweep": {"queue": "sweeps"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,0 +1,1 @@
+"""Notifications: preferences, the outbox with dedup and batching, and the transports."""
