@@ -26,10 +26,8 @@ from notifications.models import (
     EventType,
     FanoutCursor,
     Notification,
-    NotificationSettings,
     Preference,
     Scope,
-    WebhookEndpoint,
 )
 from notifications.preferences import Resolver
 from runs.audit import Event
@@ -101,25 +99,33 @@ def _approvers(m: Milestone) -> list[int]:
 
 def _candidates(m: Milestone, resolver: Resolver) -> list[int]:
     """People who may want to hear about ``m``: the run's owner, and the team members whose
-    own choice or team default reaches wider than their own runs."""
+    own choice or team default reaches wider than their own runs (looked up once per team
+    and type in a burst)."""
     run = m.run
     if m.type in APPROVER_TYPES:
-        return _approvers(m)
-    members = set(
-        Membership.objects.filter(team_id=run.team_id, user__is_active=True).values_list(
-            "user_id", flat=True
+        key = ("approvers", m.key)
+        if key not in resolver.cache:
+            resolver.cache[key] = _approvers(m)
+        return resolver.cache[key]
+    key = ("team", run.team_id, m.type)
+    if key not in resolver.cache:
+        members = set(
+            Membership.objects.filter(team_id=run.team_id, user__is_active=True).values_list(
+                "user_id", flat=True
+            )
         )
-    )
-    people = {run.created_by_id} & members if run.created_by_id else set()
-    if resolver.wide_scopes(run.team_id, m.type):
-        people |= members
-    else:
-        people |= set(
-            Preference.objects.filter(user_id__in=members, event_type=m.type, enabled=True)
-            .exclude(scope=Scope.MINE)
-            .values_list("user_id", flat=True)
-        )
-    return sorted(people)
+        if resolver.wide_scopes(run.team_id, m.type):
+            wide = set(members)
+        else:
+            wide = set(
+                Preference.objects.filter(user_id__in=members, event_type=m.type, enabled=True)
+                .exclude(scope=Scope.MINE)
+                .values_list("user_id", flat=True)
+            )
+        resolver.cache[key] = (members, wide)
+    members, wide = resolver.cache[key]
+    owner = {run.created_by_id} & members if run.created_by_id else set()
+    return sorted(owner | wide)
 
 
 def _wants(pref: dict[str, Any], m: Milestone, user_id: int) -> bool:
@@ -149,11 +155,7 @@ def rows_for(m: Milestone, resolver: Resolver, now: datetime) -> list[Notificati
     rows: list[Notification] = []
     people = _candidates(m, resolver)
     resolver.load_users(people)
-    webhooks = dict(
-        NotificationSettings.objects.filter(
-            user_id__in=people, webhook__isnull=False, webhook__enabled=True
-        ).values_list("user_id", "webhook_id")
-    )
+    webhooks = resolver.webhooks(people)
     common = {
         "event_type": m.type,
         "event_id": m.event_id,
@@ -180,9 +182,7 @@ def rows_for(m: Milestone, resolver: Resolver, now: datetime) -> list[Notificati
                 )
             )
     if m.type not in APPROVER_TYPES:
-        for endpoint_id in WebhookEndpoint.objects.filter(
-            team_id=m.run.team_id, enabled=True
-        ).values_list("pk", flat=True):
+        for endpoint_id in resolver.team_endpoints(m.run.team_id):
             rows.append(
                 Notification(
                     endpoint_id=endpoint_id,
@@ -218,21 +218,24 @@ def fan_out(*, now: datetime | None = None, batch: int = BATCH) -> int:
         .exclude(run__isnull=True)
         .order_by("id")[:batch]
     )
-    if events:
-        runs = Run.objects.in_bulk({e.run_id for e in events})
-        store(
-            (milestone_of(e, runs[e.run_id]) for e in events if e.run_id in runs),
-            now=now,
+    if not events:
+        return 0
+    # Events past the cursor that an earlier pass read already are skipped: only those that
+    # became visible since (committed late, or new) are fanned out.
+    seen = set(cursor.recent_ids or [])
+    fresh = [e for e in events if e.pk not in seen]
+    runs = Run.objects.in_bulk({e.run_id for e in fresh})
+    store((milestone_of(e, runs[e.run_id]) for e in fresh if e.run_id in runs), now=now)
+    settled = [e.pk for e in events if e.created_at <= now - SETTLE]
+    # A full batch moves on regardless, so a burst younger than SETTLE cannot stall it.
+    last = events[-1].pk if len(events) == batch else (settled[-1] if settled else None)
+    last = max(last or 0, cursor.last_event_id)
+    recent = sorted(e.pk for e in events if e.pk > last)
+    with transaction.atomic():
+        FanoutCursor.objects.filter(pk=cursor.pk, last_event_id__lte=last).update(
+            last_event_id=last, recent_ids=recent, updated_at=now
         )
-        settled = [e.pk for e in events if e.created_at <= now - SETTLE]
-        # A full batch moves on regardless, so a burst younger than SETTLE cannot stall it.
-        last = events[-1].pk if len(events) == batch else (settled[-1] if settled else None)
-        if last is not None and last > cursor.last_event_id:
-            with transaction.atomic():
-                FanoutCursor.objects.filter(pk=cursor.pk, last_event_id__lt=last).update(
-                    last_event_id=last, updated_at=now
-                )
-    return len(events)
+    return len(fresh)
 
 
 def stalled(*, now: datetime | None = None) -> int:

@@ -394,6 +394,9 @@ class FanoutCursor(models.Model):
 
     name = models.CharField(max_length=40, unique=True, default="events")
     last_event_id = models.BigIntegerField(default=0)
+    recent_ids = models.JSONField(
+        default=list, blank=True, help_text="Ids read past the cursor (not settled yet)."
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -11,7 +11,15 @@ from typing import Any
 
 from django.db import transaction
 
-from notifications.models import Channel, EventType, Preference, Scope, TeamDefault
+from notifications.models import (
+    Channel,
+    EventType,
+    NotificationSettings,
+    Preference,
+    Scope,
+    TeamDefault,
+    WebhookEndpoint,
+)
 
 __all__ = ["DEFAULTS", "Resolver", "effective", "save"]
 
@@ -43,6 +51,32 @@ class Resolver:
     def __init__(self) -> None:
         self._users: dict[int, dict[tuple[str, str], dict[str, Any]]] = {}
         self._teams: dict[int, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._webhooks: dict[int, int | None] = {}
+        self._team_endpoints: dict[int, list[int]] = {}
+        #: Anything else worth computing once per burst (the fan-out's recipients).
+        self.cache: dict[Any, Any] = {}
+
+    def webhooks(self, user_ids: list[int]) -> dict[int, int]:
+        """The enabled webhook endpoint of each of these people who has one."""
+        missing = [u for u in user_ids if u not in self._webhooks]
+        if missing:
+            found = dict(
+                NotificationSettings.objects.filter(
+                    user_id__in=missing, webhook__isnull=False, webhook__enabled=True
+                ).values_list("user_id", "webhook_id")
+            )
+            for uid in missing:
+                self._webhooks[uid] = found.get(uid)
+        return {u: w for u in user_ids if (w := self._webhooks[u]) is not None}
+
+    def team_endpoints(self, team_id: int) -> list[int]:
+        if team_id not in self._team_endpoints:
+            self._team_endpoints[team_id] = list(
+                WebhookEndpoint.objects.filter(team_id=team_id, enabled=True).values_list(
+                    "pk", flat=True
+                )
+            )
+        return self._team_endpoints[team_id]
 
     def load_users(self, user_ids: list[int]) -> None:
         missing = [u for u in user_ids if u not in self._users]

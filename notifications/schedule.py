@@ -46,6 +46,7 @@ def due_pairs(now: datetime, limit: int = PAIRS_PER_SWEEP) -> list[tuple[Any, An
     """(user, endpoint, channel) with rows due now, through the partial index on due rows."""
     return list(
         Notification.objects.filter(status=Status.PENDING, due_at__lte=now)
+        .order_by()  # no ordering columns in the DISTINCT
         .values_list("user_id", "endpoint_id", "channel")
         .distinct()[:limit]
     )
