@@ -222,7 +222,7 @@ def render(items: list[Notification]) -> dict[str, Any]:
             "more_runs": max(0, len(by_run) - MAX_RUNS_IN_DIGEST),
             "must_act": must_act,
         }
-        subject = f"{len(all_answers)} updates on {len(by_run)} run(s)" + (
+        subject = f"{len(all_answers):,} updates on {len(by_run):,} run(s)" + (
             f", {must_act} need you" if must_act else ""
         )
     context["base_url"] = base_url()
