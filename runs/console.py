@@ -7,6 +7,7 @@ read, counted or rendered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -26,12 +27,38 @@ from django.utils.dateparse import parse_datetime
 
 from runs.audit import Event
 from runs.budget import WARN_AT
+from runs.forms import SignalForm
 from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt, WaitKind
 from runs.permissions import OPERATE, START, can, runs_visible_to, teams_for
 from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
 EVENTS_SHOWN = 50
+#: The columns a row of the list reads (status badge, progress, budget, age, team, owner).
+#: Loading only these keeps the inputs, results and errors (agent data, possibly large JSON)
+#: out of every page; a column read but not listed here costs one query per row.
+LIST_COLUMNS = (
+    "id",
+    "team__name",
+    "created_by__username",
+    "workflow",
+    "status",
+    "wait_kind",
+    "stop_requested",
+    "progress",
+    "idle_deadline_at",
+    "last_activity_at",
+    "limit_usd",
+    "limit_tokens",
+    "limit_actions",
+    "limit_wall_seconds",
+    "spent_usd",
+    "spent_tokens",
+    "spent_actions",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
 #: A running run whose last step finished longer ago than this looks stalled.
 STALLED_AFTER = timedelta(minutes=10)
 
@@ -347,6 +374,41 @@ def run_actions(run: Run, *, may_operate: bool) -> dict[str, bool]:
     }
 
 
+def live_version(run: Run, last_event_id: int | None) -> str:
+    """The version of a rendered run fragment: ``<last event id>-<updated_at in µs>``.
+
+    The page refuses to swap in a fragment whose version is lower than the one it shows
+    (compared as a pair), so an action's response that arrives after the push of a newer
+    state cannot take the page back in time. Event ids are handed out by the database, so
+    they order changes across machines whatever their clocks; ``updated_at`` only breaks ties
+    between writes that append no event (progress), which come from the one lease holder.
+    """
+    micros = (run.updated_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{last_event_id or 0}-{micros}"
+
+
+def person_state(run: Run) -> str:
+    """The part of a run's state that people change (status, a requested stop or pause):
+    when a push changes it, the page tells who did it."""
+    parts = [str(run.status)]
+    if run.stop_requested:
+        parts.append("stopping")
+    if run.pause_requested:
+        parts.append("pausing")
+    return "-".join(parts)
+
+
+#: Actors that are people (``runs.permissions.actor_for``), not the engine or a sweep.
+PERSON_ACTORS = ("user:", "api:")
+
+
+def signal_form_id(name: str) -> str:
+    """The DOM id of the form that sends signal ``name``: a digest, since a signal name may
+    hold any character, and one id per name, so a form kept while the person types
+    (``hx-preserve``) is never the form of another signal."""
+    return "run-signal-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
 def run_live_context(run: Run, user: Any, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything the live part of a run's page shows, for ``user``."""
     now = now or timezone.now()
@@ -354,7 +416,26 @@ def run_live_context(run: Run, user: Any, *, now: datetime | None = None) -> dic
     label, modifier = status_view(run, now=now)
     events = list(Event.objects.filter(run=run).order_by("-id")[:EVENTS_SHOWN])
     detail_url = reverse("run-detail", args=[run.pk])
+    waits_for_signal = (
+        run.status == RunStatus.WAITING and run.wait_kind == WaitKind.EVENT and run.waiting_for
+    )
+    # The latest thing a person did: a push that brings a newer one along with a new state
+    # says who changed the run (changes the engine makes on its own are not announced).
+    by_person = next((e for e in events if e.actor.startswith(PERSON_ACTORS)), None)
+    pausing = run.status == RunStatus.RUNNING and run.pause_requested and not run.stop_requested
     return {
+        "version": live_version(run, events[0].id if events else None),
+        "person_state": person_state(run),
+        "person_state_label": "pausing" if pausing else label,
+        "changed_by": by_person.actor if by_person else "",
+        "changed_at": by_person.id if by_person else 0,
+        "signal_form": (
+            SignalForm(initial={"name": run.waiting_for})
+            if may_operate and waits_for_signal
+            else None
+        ),
+        "signal_form_id": signal_form_id(run.waiting_for),
+        "signal_preserve": True,
         "run": run,
         "now": now,
         "status_label": label,
@@ -386,8 +467,10 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
     """The filtered, paged list for ``user`` from the query string ``params``."""
     now = now or timezone.now()
     form = RunFilterForm(params, user=user)
-    qs = filter_runs(user, form, now=now).select_related("team", "created_by")
+    qs = filter_runs(user, form, now=now).select_related("team", "created_by").only(*LIST_COLUMNS)
     page = keyset_page(qs, before=params.get("before", ""), after=params.get("after", ""))
+    # Rows of teams the user operates get a checkbox for the bulk actions (which check again).
+    operable = set(teams_for(user, OPERATE).values_list("pk", flat=True))
     rows = []
     for run in page.runs:
         label, modifier = status_view(run, now=now)
@@ -395,6 +478,7 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
         rows.append(
             {
                 "run": run,
+                "may_operate": run.team_id in operable,
                 "status_label": label,
                 "status_modifier": modifier,
                 "progress": progress_view(run, now=now),
@@ -421,6 +505,7 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
         "ws_query": urlencode({**filters, **cursor}),
         "poll_url": link(**cursor, poll="1"),
         "may_start": teams_for(user, START).exists(),
+        "may_operate_any": bool(operable),
         "now": now,
         "nav": "runs",
     }

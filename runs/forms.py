@@ -223,3 +223,73 @@ class WorkflowInputForm(forms.Form):
                 self.add_error(name, message)
             else:
                 self.add_error(None, f"{'.'.join(loc) or 'input'}: {message}")
+
+
+# --- signals and bulk actions --------------------------------------------------------------
+#: The largest signal payload the console accepts, in bytes of JSON text.
+SIGNAL_PAYLOAD_MAX = 64 * 1024
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: PostgreSQL's jsonb would refuse them later.
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+class SignalForm(forms.Form):
+    """Send the signal a run waits on (``ctx.wait_for_event(name)``), with an optional JSON
+    payload: text that is not JSON, or is larger than ``SIGNAL_PAYLOAD_MAX``, is an error at
+    the field and nothing is sent."""
+
+    prefix = "signal"
+
+    name = forms.CharField(max_length=200, widget=forms.HiddenInput)
+    payload = forms.CharField(
+        required=False,
+        label="Payload (JSON, optional)",
+        help_text="Delivered to the workflow as the wait's result; empty sends null.",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "mono"}),
+    )
+
+    def clean_payload(self) -> Any:
+        text = self.cleaned_data.get("payload") or ""
+        if not text.strip():
+            return None
+        if len(text.encode()) > SIGNAL_PAYLOAD_MAX:
+            raise forms.ValidationError(
+                f"The payload is larger than {SIGNAL_PAYLOAD_MAX // 1024} KiB."
+            )
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+            ) from None
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}.") from None
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
+
+
+#: The most runs one bulk action may name (a page of the list holds 50).
+BULK_MAX = 100
+BULK_ACTIONS = {"cancel": "Cancel", "pause": "Pause", "resume": "Resume"}
+
+
+class BulkActionForm(forms.Form):
+    """Cancel, pause or resume the selected runs. Ids that are not run ids are kept apart
+    (they name no run, like the ids of runs the person may not see)."""
+
+    action = forms.ChoiceField(choices=list(BULK_ACTIONS.items()))
+    run = forms.MultipleChoiceField(required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["run"].valid_value = lambda value: True  # any text; parsed in clean_run
+
+    def clean_run(self) -> list[str]:
+        values = list(dict.fromkeys(self.cleaned_data.get("run") or []))
+        if not values:
+            raise forms.ValidationError("Select at least one run.")
+        if len(values) > BULK_MAX:
+            raise forms.ValidationError(f"Select at most {BULK_MAX} runs at a time.")
+        return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runs.views.bulk import run_bulk
 from runs.views.dashboard import dashboard, prometheus
 from runs.views.demo import demo_flaky
 from runs.views.runs import (
@@ -13,6 +14,7 @@ from runs.views.runs import (
     run_raise_budget,
     run_resume,
     run_retry,
+    run_signal,
 )
 from runs.views.start import run_new
 
@@ -20,6 +22,7 @@ __all__ = [
     "dashboard",
     "demo_flaky",
     "prometheus",
+    "run_bulk",
     "run_cancel",
     "run_cancel_confirm",
     "run_detail",
@@ -29,4 +32,5 @@ __all__ = [
     "run_raise_budget",
     "run_resume",
     "run_retry",
+    "run_signal",
 ]

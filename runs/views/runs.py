@@ -17,11 +17,11 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from runs.console import list_context, pretty_json, run_live_context
 from runs.exceptions import AgentopsError
-from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, errors_to_fields
+from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, SignalForm, errors_to_fields
 from runs.models import RunStatus, Step
 from runs.permissions import actor_for, runs_visible_to
 from runs.views.common import (
@@ -52,18 +52,20 @@ def _retry_steps(run_id: Any) -> list[Step]:
     return list(Step.objects.filter(run_id=run_id).order_by("seq").only("seq", "name"))
 
 
-def _detail_context(request: HttpRequest, run: Any, **forms: Any) -> dict[str, Any]:
+def _detail_context(request: HttpRequest, run: Any, **overrides: Any) -> dict[str, Any]:
+    """The page's context; ``overrides`` replace entries (a bound form with its errors)."""
     context = run_live_context(run, request.user)
     context.update(
         input_json=pretty_json(run.input),
-        budget_form=forms.get("budget_form") or RaiseBudgetForm(),
-        retry_form=forms.get("retry_form") or RetryForm(steps=_retry_steps(run.pk)),
+        budget_form=RaiseBudgetForm(),
+        retry_form=RetryForm(steps=_retry_steps(run.pk)),
         retried_as=list(
             runs_visible_to(request.user).filter(parent=run).order_by("-created_at")[:10]
         ),
         polling=request.GET.get("poll") == "1",
         confirming=False,
     )
+    context.update(overrides)
     return context
 
 
@@ -90,14 +92,14 @@ def run_cancel_confirm(request: HttpRequest, run_id: UUID) -> HttpResponse:
 
 
 def _refreshed(
-    request: HttpRequest, run_id: Any, *, main: str = "run-live", **forms: Any
+    request: HttpRequest, run_id: Any, *, main: str = "run-live", **overrides: Any
 ) -> HttpResponse:
     """After an action: htmx gets the refreshed live partial (plus the toasts and an emptied
     cancel box); a plain form post goes back to the run's page."""
     if not request.htmx:
         return redirect("run-detail", run_id)
     run = _get_run_for_user(request, run_id)
-    context = _detail_context(request, run, **forms)
+    context = _detail_context(request, run, **overrides)
     oob = ("cancel-confirm",) if main == "run-live" else ("run-live",)
     return render_fragments(request, DETAIL, main, context, oob=oob)
 
@@ -188,4 +190,37 @@ def run_raise_budget(request: HttpRequest, run_id: UUID) -> HttpResponse:
     context = _detail_context(request, run, budget_form=form)
     if request.htmx:
         return render_fragments(request, DETAIL, "run-budget-form", context, status=422)
+    return TemplateResponse(request, DETAIL, context, status=422)
+
+
+@console_login_required
+@require_POST
+def run_signal(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    """Send the signal the run waits on, as the API's signal endpoint does (``Run.signal``).
+
+    The form lives in the live partial and is kept while the person types
+    (``hx-preserve``); a response with errors replaces only the form, a sent signal the whole
+    live partial with an empty form (or none, once the run has stopped waiting)."""
+    run = _get_run_to_operate(request, run_id)
+    form = SignalForm(request.POST)
+    if form.is_valid():
+        name = form.cleaned_data["name"]
+        try:
+            run.signal(
+                name,
+                form.cleaned_data["payload"],
+                actor=actor_for(request.user),
+                user_id=request.user.pk,
+            )
+        except AgentopsError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Signal {name!r} sent.")
+        if not request.htmx:
+            return redirect("run-detail", run.pk)
+        response = _refreshed(request, run.pk, signal_preserve=False)
+        return retarget(reswap(response, "outerHTML"), "#run-live")
+    context = _detail_context(request, run, signal_form=form, signal_preserve=False)
+    if request.htmx:
+        return render_fragments(request, DETAIL, "run-signal", context, status=422)
     return TemplateResponse(request, DETAIL, context, status=422)

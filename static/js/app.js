@@ -83,6 +83,167 @@
     armToasts(document);
   });
 
+  // Live fragments never go back in time. A run's live partial carries its version (last
+  // event id, then last update); the push of a newer state can overtake the response to an
+  // action (or a poll) that was rendered earlier, so an older fragment is not swapped in.
+  // Out-of-band parts of the same response (the toasts) are still swapped.
+  function parseVersion(el) {
+    var text = el && el.getAttribute && el.getAttribute("data-version");
+    if (!text) {
+      return null;
+    }
+    var parts = text.split("-");
+    return [Number(parts[0]) || 0, Number(parts[1]) || 0];
+  }
+  function isOlder(incoming, current) {
+    var a = parseVersion(incoming);
+    var b = parseVersion(current);
+    if (!a || !b) {
+      return false;
+    }
+    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+  }
+  function incomingFor(container, target) {
+    if (!container || !target.id) {
+      return null;
+    }
+    if (container.id === target.id) {
+      return container;
+    }
+    return container.querySelector ? container.querySelector("#" + CSS.escape(target.id)) : null;
+  }
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var target = evt.detail.target;
+    if (!evt.detail.shouldSwap || !target || !target.hasAttribute("data-version")) {
+      return;
+    }
+    var doc = new DOMParser().parseFromString(evt.detail.serverResponse || "", "text/html");
+    var incoming = incomingFor(doc, target);
+    if (isOlder(incoming, target)) {
+      evt.detail.swapOverride = "none";
+      return;
+    }
+    announceChange(incoming, target);
+  });
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var target = evt.detail.target;
+    if (!target || !target.hasAttribute || !target.hasAttribute("data-version")) {
+      return;
+    }
+    var incoming = incomingFor(evt.detail.fragment, target);
+    if (isOlder(incoming, target)) {
+      evt.detail.shouldSwap = false;
+      return;
+    }
+    announceChange(incoming, target);
+  });
+
+  // Toasts made here (from what a push shows) look like the server's.
+  function showToast(text, level) {
+    var area = document.getElementById("toasts");
+    if (!area) {
+      return;
+    }
+    var toast = document.createElement("div");
+    toast.className = "toast toast-" + (level || "info");
+    var span = document.createElement("span");
+    span.textContent = text;
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "toast-close";
+    close.setAttribute("aria-label", "Dismiss message");
+    close.textContent = "\u00d7";
+    toast.appendChild(span);
+    toast.appendChild(close);
+    area.appendChild(toast);
+    armToasts(area);
+  }
+
+  // When a push shows that another person paused, resumed, cancelled (...) the run on
+  // screen, say who: the state changed and a newer action of a person came with it. The
+  // viewer's own actions are answered by their own toasts.
+  function me() {
+    var who = document.querySelector(".account .who");
+    return who ? who.textContent.trim() : "";
+  }
+  function announceChange(incoming, current) {
+    if (!incoming || !current.hasAttribute("data-state")) {
+      return;
+    }
+    var before = current.getAttribute("data-state");
+    var after = incoming.getAttribute("data-state");
+    var newer =
+      Number(incoming.getAttribute("data-changed-at")) >
+      Number(current.getAttribute("data-changed-at"));
+    var match = /^(user|api):(.+)$/.exec(incoming.getAttribute("data-changed-by") || "");
+    if (!after || after === before || !newer || !match || match[2] === me()) {
+      return;
+    }
+    showToast(
+      "This run is now " + (incoming.getAttribute("data-state-label") || after) +
+        " (by " + match[2] + ").",
+      "info"
+    );
+  }
+
+  // Bulk selection on the runs list. Pushes re-render the rows, so the selection is kept
+  // here and put back after every swap; what is sent is what is ticked on screen.
+  var selected = {};
+  function restoreSelection() {
+    var boxes = document.querySelectorAll("input.row-select");
+    var all = document.getElementById("select-all");
+    var kept = {};
+    var ticked = 0;
+    Array.prototype.forEach.call(boxes, function (box) {
+      box.checked = selected[box.value] === true;
+      if (box.checked) {
+        kept[box.value] = true;
+        ticked += 1;
+      }
+    });
+    selected = kept;
+    if (all) {
+      all.checked = boxes.length > 0 && ticked === boxes.length;
+      all.indeterminate = ticked > 0 && ticked < boxes.length;
+    }
+    var count = document.getElementById("bulk-count");
+    if (count) {
+      count.textContent = ticked === 1 ? "1 run selected:" : ticked + " runs selected:";
+    }
+  }
+  document.addEventListener("change", function (evt) {
+    var box = evt.target;
+    if (!(box instanceof HTMLInputElement)) {
+      return;
+    }
+    if (box.id === "select-all") {
+      Array.prototype.forEach.call(document.querySelectorAll("input.row-select"), function (b) {
+        selected[b.value] = box.checked;
+      });
+      restoreSelection();
+    } else if (box.classList.contains("row-select")) {
+      selected[box.value] = box.checked;
+      restoreSelection();
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    // A bulk action that went through clears the selection.
+    if (evt.detail.elt && evt.detail.elt.id === "bulk-form" && evt.detail.successful) {
+      selected = {};
+      restoreSelection();
+    }
+  });
+  document.addEventListener("htmx:afterSettle", restoreSelection);
+  document.addEventListener("htmx:oobAfterSwap", restoreSelection);
+  document.addEventListener("htmx:wsAfterMessage", restoreSelection);
+  document.addEventListener("DOMContentLoaded", function () {
+    // The browser may have kept boxes ticked across a reload or a visit back.
+    Array.prototype.forEach.call(document.querySelectorAll("input.row-select"), function (b) {
+      selected[b.value] = b.checked;
+    });
+    restoreSelection();
+  });
+
   // Countdowns ("next retry in 12 s") tick between pushes.
   function describe(seconds) {
     if (seconds <= 0) {

@@ -2,7 +2,8 @@
 `manage.py serve` process on SQLite, with its embedded workers and beat.
 
 A team lead starts a run and watches it move without reloading the page, cancels a long
-run from its page, and a person of another team sees none of it.
+run from its page, is told when a teammate pauses it, and a person of another team sees none
+of it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ USERS_SCRIPT = textwrap.dedent(
     from django.contrib.auth.models import User
     from runs.models import Membership, Team
 
-    for username, slug in (("olive", "alpha"), ("oscar", "beta")):
+    for username, slug in (("olive", "alpha"), ("otto", "alpha"), ("oscar", "beta")):
         team = Team.objects.get_or_create(slug=slug, defaults={{"name": slug.title()}})[0]
         user = User.objects.create_user(username, password={PASSWORD!r})
         Membership.objects.create(user=user, team=team, role=Membership.Role.OPERATOR)
@@ -250,3 +251,52 @@ def test_another_team_sees_none_of_it(new_page: Any, server: str) -> None:
 
     response = oscar.goto(f"{run_url}confirm-cancel/")
     assert response is not None and response.status == 404
+
+
+def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
+    new_page: Any, server: str
+) -> None:
+    from playwright.sync_api import expect
+
+    olive = new_page()
+    sign_in(olive, server, "olive")
+    run_url = start_steps_run(olive, server, n=300, work_ms=200)
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    wait_more_rows(olive, 0)
+
+    # A teammate pauses the run from their own page and gets a toast...
+    otto = new_page()
+    sign_in(otto, server, "otto")
+    otto.goto(run_url)
+    otto.locator(RUN_LIVE).get_by_role("button", name="Pause").click()
+    expect(
+        otto.locator(".toast-success", has_text=re.compile("Pause requested|Run paused"))
+    ).to_be_visible()
+    # ...and the person watching is told who did it, by the push.
+    expect(olive.locator(".toast-info", has_text="(by otto)")).to_be_visible(
+        timeout=LIVE_TIMEOUT_MS
+    )
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("paused"), timeout=LIVE_TIMEOUT_MS)
+
+    # The race, made certain: the page already shows a state newer than any answer.
+    live = olive.locator(RUN_LIVE)
+    live.evaluate("el => el.setAttribute('data-version', '9007199254740991-0')")
+    live.get_by_role("button", name="Resume").click()
+    expect(olive.locator(".toast-success", has_text="Run resumed.")).to_be_visible()
+    expect(otto.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    expect(otto.locator(".toast-info", has_text="(by olive)")).to_be_visible()
+    # The answer and the pushes since are older than what the page shows: not swapped in.
+    expect(live).to_have_attribute("data-version", "9007199254740991-0")
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("paused"))
+    # With an ordinary version again, the next push brings the page up to date.
+    live.evaluate("el => el.setAttribute('data-version', '0-0')")
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    # Her own actions never announce her to herself.
+    expect(olive.locator(".toast-info", has_text="(by olive)")).to_have_count(0)
+
+    olive.locator(RUN_LIVE).get_by_role("link", name="Cancel run…").click()
+    olive.get_by_role("alertdialog", name="Cancel this run?").get_by_role(
+        "button", name="Yes, cancel the run"
+    ).click()
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
+    assert still_same_document(olive), "the page was reloaded"
