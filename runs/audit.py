@@ -174,14 +174,25 @@ class Event(models.Model):
             event.hash = event.compute_hash()
             if locked:
                 event.save(force_insert=True)
+                _announce(event)
                 return event
             try:
                 with transaction.atomic():
                     event.save(force_insert=True)
+                _announce(event)
                 return event
             except IntegrityError:
                 continue  # another writer appended to this chain first: read the head again
         raise RuntimeError(f"could not append to audit chain {chain!r}: too much contention")
+
+
+def _announce(event: Event) -> None:
+    """Open pages of the run show every event (a signal, a budget raise, a stop requested of
+    a held run) once it commits; pushes are throttled per run, so this costs little."""
+    if event.run_id is not None:
+        from runs.live import publish_run_changed
+
+        publish_run_changed(event.run_id, team_id=event.team_id)
 
 
 @dataclass(frozen=True)
