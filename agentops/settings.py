@@ -8,9 +8,12 @@ give the embedded deployment (SQLite file, in-process broker, in-memory channel 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
@@ -60,6 +63,7 @@ INSTALLED_APPS = [
     "runs",
     "approvals",
     "notifications",
+    "anymail",
     *AGENTOPS_APPS,
 ]
 
@@ -174,6 +178,37 @@ else:
         f"CHANNEL_LAYER_URL: expected memory:// or redis://, got {CHANNEL_LAYER_URL!r}"
     )
 
+# --- cache --------------------------------------------------------------------------------
+# The API's rate-limit counters live here. Distributed, every web process must count in the
+# same place (a Redis), or N processes would each allow the limit; embedded, one process
+# counts in its own memory.
+CACHE_URL = _read("str", "CACHE_URL", "locmem://")
+
+
+def _cache(url: str) -> dict[str, Any]:
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme == "locmem":
+        return {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": rest or "agentops",
+        }
+    if sep and scheme in ("redis", "rediss"):
+        try:
+            parts = urlsplit(url)
+            valid = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            valid = False
+        if valid:  # redis-py reads the rest (password, database number, TLS options)
+            return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+        raise ImproperlyConfigured("CACHE_URL: not a valid redis:// URL (redis://host:port/db)")
+    # The value may carry a password: name only its scheme.
+    raise ImproperlyConfigured(
+        f"CACHE_URL: expected locmem:// or redis://, got {(scheme + '://') if sep else 'no scheme'}"
+    )
+
+
+CACHES = {"default": _cache(CACHE_URL)}
+
 # --- email --------------------------------------------------------------------------------
 EMAIL_BACKEND = _read("str", "EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = str(DATA_DIR / "mail")
@@ -183,6 +218,21 @@ EMAIL_HOST_USER = _read("str", "EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = _read("str", "EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = _read("bool", "EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = _read("str", "DEFAULT_FROM_EMAIL", "agentops@localhost")
+#: Where links in emails point: the console as its readers reach it.
+AGENTOPS_BASE_URL = _read("url", "AGENTOPS_BASE_URL", "http://127.0.0.1:8000", require_tld=False)
+#: Replies to approval emails go to <local>+<signed token>@<domain>; the domain's inbound mail
+#: must reach an anymail inbound webhook or `manage.py receive_reply`.
+AGENTOPS_REPLY_DOMAIN = _read(
+    "str",
+    "AGENTOPS_REPLY_DOMAIN",
+    parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost",
+)
+AGENTOPS_REPLY_LOCAL = _read("str", "AGENTOPS_REPLY_LOCAL", "reply")
+#: A reply address expires at its request's deadline, or after this many hours without one.
+AGENTOPS_REPLY_MAX_AGE_HOURS = _positive("AGENTOPS_REPLY_MAX_AGE_HOURS", 24 * 14.0)
+#: django-anymail's settings, from ANYMAIL_<NAME> variables (ANYMAIL_POSTMARK_SERVER_TOKEN,
+#: ANYMAIL_WEBHOOK_SECRET, …): anymail validates them when the ESP is used.
+ANYMAIL = {k.removeprefix("ANYMAIL_"): v for k, v in os.environ.items() if k.startswith("ANYMAIL_")}
 
 # --- engine -------------------------------------------------------------------------------
 #: How long a worker's lease on a run lasts without a heartbeat.
@@ -218,6 +268,16 @@ AGENTOPS_ALLOW_PRIVATE_CALLBACKS = _read("bool", "AGENTOPS_ALLOW_PRIVATE_CALLBAC
 AGENTOPS_SSE_HEARTBEAT_SECONDS = _positive("AGENTOPS_SSE_HEARTBEAT_SECONDS", 15.0)
 #: How often an event stream looks for new events in the database (seconds).
 AGENTOPS_SSE_POLL_SECONDS = _positive("AGENTOPS_SSE_POLL_SECONDS", 0.5)
+
+# --- notifications --------------------------------------------------------------------------
+#: Tries of one message before it fails and goes on by the person's next channel.
+AGENTOPS_NOTIFY_MAX_ATTEMPTS = _positive("AGENTOPS_NOTIFY_MAX_ATTEMPTS", 8, integer=True)
+#: A webhook endpoint failing this many deliveries in a row is disabled (its owner is told).
+AGENTOPS_WEBHOOK_DISABLE_AFTER = _positive("AGENTOPS_WEBHOOK_DISABLE_AFTER", 10, integer=True)
+#: Someone who closed a run's page is emailed about it only if not back within this (seconds).
+AGENTOPS_PRESENCE_GRACE_SECONDS = _positive("AGENTOPS_PRESENCE_GRACE_SECONDS", 180, integer=True)
+#: An approval request unread in the app for this long also goes by email (seconds).
+AGENTOPS_APPROVAL_UNREAD_SECONDS = _positive("AGENTOPS_APPROVAL_UNREAD_SECONDS", 900, integer=True)
 
 # --- the rest -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -7,7 +7,9 @@ Invariants:
   each request* (``runs.permissions.can``), so a role change or a revocation takes effect at
   once;
 - ``last_used_at`` is written at most once a minute per token, so using a token does not cost
-  a write per request.
+  a write per request;
+- a token is revoked at most once, and minting or revoking it on a person's behalf (console,
+  admin) is an event in its team's audit chain, in the same transaction.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
+
+from runs.audit import Event
 
 __all__ = ["ApiToken", "RunCallback"]
 
@@ -60,17 +64,34 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
     @classmethod
-    def mint(cls, *, user: Any, team: Any, name: str = "") -> tuple[ApiToken, str]:
-        """Create a token; returns it and its full text, which is never available again."""
+    def mint(cls, *, user: Any, team: Any, name: str = "", actor: str = "") -> tuple[ApiToken, str]:
+        """Create a token; returns it and its full text, which is never available again.
+
+        With ``actor`` (who minted it), the minting is recorded as a ``token.created`` event.
+        """
         for _ in range(5):
             prefix = secrets.token_hex(4)
             if not cls.objects.filter(prefix=prefix).exists():
                 break
         secret = secrets.token_urlsafe(32)
-        token = cls.objects.create(
-            user=user, team=team, name=name, prefix=prefix, secret_hash=_hash(secret)
-        )
+        with transaction.atomic():
+            token = cls.objects.create(
+                user=user, team=team, name=name, prefix=prefix, secret_hash=_hash(secret)
+            )
+            if actor:
+                token.record("token.created", actor=actor, actor_user_id=user.pk)
         return token, f"{TOKEN_PREFIX}_{prefix}_{secret}"
+
+    def record(self, kind: str, *, actor: str, actor_user_id: int | None) -> None:
+        """Append ``kind`` about this token to its team's audit chain (never the secret)."""
+        Event.append(
+            kind,
+            team_id=self.team_id,
+            chain=f"team:{self.team.slug}",
+            actor=actor,
+            actor_user_id=actor_user_id,
+            data={"prefix": self.prefix, "name": self.name, "user": self.user.get_username()},
+        )
 
     @classmethod
     def authenticate(cls, text: str) -> ApiToken | None:
@@ -97,10 +118,23 @@ class ApiToken(models.Model):
         type(self).objects.filter(pk=self.pk).update(last_used_at=now)
         self.last_used_at = now
 
-    def revoke(self) -> None:
+    def revoke(self, *, actor: str = "", actor_user_id: int | None = None) -> bool:
+        """Revoke the token now; False if it already was. With ``actor``, recorded as a
+        ``token.revoked`` event (only by the call that revoked it)."""
         now = timezone.now()
-        type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now)
-        self.revoked_at = self.revoked_at or now
+        with transaction.atomic():
+            done = bool(
+                type(self)
+                .objects.filter(pk=self.pk, revoked_at__isnull=True)
+                .update(revoked_at=now)
+            )
+            if done and actor:
+                self.record("token.revoked", actor=actor, actor_user_id=actor_user_id)
+        if done:
+            self.revoked_at = now
+        else:
+            self.refresh_from_db(fields=["revoked_at"])
+        return done
 
 
 class RunCallback(models.Model):

@@ -16,7 +16,7 @@ Importing this package registers every model admin (``admin.autodiscover`` impor
 
 from __future__ import annotations
 
-from runs.admin import audit, runs, teams
+from runs.admin import audit, runs, teams, tokens  # noqa: F401  (tokens: registers its admins)
 from runs.admin.audit import CircuitBreakerAdmin, EventAdmin
 from runs.admin.base import ReadOnlyAdminMixin, RunReadOnlyChildAdmin, admin_actor
 from runs.admin.display import (

@@ -7,14 +7,14 @@ object. See the README's "HTTP API" section for the async job pattern it follows
 
 from __future__ import annotations
 
-from ninja import NinjaAPI
-
 from runs.api import problems
 from runs.api.auth import SessionAuth, TokenAuth
 from runs.api.event_views import router as event_router
+from runs.api.openapi import DocumentedAPI
+from runs.api.parsing import StrictJSONParser
 from runs.api.run_views import router as run_router
 
-api = NinjaAPI(
+api = DocumentedAPI(
     title="agentops",
     version="1",
     description=(
@@ -23,6 +23,7 @@ api = NinjaAPI(
     ),
     urls_namespace="api-v1",
     auth=[TokenAuth(), SessionAuth()],
+    parser=StrictJSONParser(),
 )
 problems.install(api)
 api.add_router("", run_router)

@@ -9,19 +9,18 @@ does not leak; runs they may see but not act on are answered 403.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja.errors import AuthenticationError
 from ninja.security import APIKeyCookie, HttpBearer
 
+from runs.api import ratelimit
 from runs.api.problems import Problem
 from runs.api_models import ApiToken
 from runs.models import Run, Team
@@ -56,18 +55,11 @@ class Principal:
 
 
 def check_rate(principal: Principal) -> None:
-    """A fixed one-minute window per token (or user) in Django's cache; over it: 429."""
+    """A fixed one-minute window per token (or user), shared by every process; over it: 429."""
     limit = int(getattr(settings, "AGENTOPS_API_RATE_PER_MINUTE", 600))
     now = time.time()
-    key = f"agentops:api-rate:{principal.ident}:{int(now // 60)}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=120)
-        count = 1
-    if count > limit:
-        wait = max(1, math.ceil(60 - now % 60))
+    if ratelimit.hit(principal.ident, now=now) > limit:
+        wait = ratelimit.seconds_left(now)
         raise Problem(
             429,
             f"more than {limit} requests in a minute; try again in {wait} s",

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from runs.api.auth import get_run, principal, visible_team_ids
 from runs.api.common import event_body, is_terminal_event, page_link
+from runs.api.openapi import EventPageOut, answers
 from runs.api.problems import Problem
 from runs.api.run_views import json_response
 from runs.audit import Event
@@ -59,13 +60,21 @@ def _page(request: HttpRequest, qs: Any, page: EventPage) -> Any:
     )
 
 
-@router.get("/runs/{run_id}/events", summary="A run's events after an id, in id order")
+@router.get(
+    "/runs/{run_id}/events",
+    summary="A run's events after an id, in id order",
+    **answers({200: EventPageOut}, 404, 422),
+)
 def run_events(request: HttpRequest, run_id: str, page: Query[EventPage]) -> Any:
     run = get_run(request, run_id)
     return _page(request, Event.objects.filter(run_id=run.pk), page)
 
 
-@router.get("/events", summary="Replay feed: events of every run the caller can see")
+@router.get(
+    "/events",
+    summary="Replay feed: events of every run the caller can see",
+    **answers({200: EventPageOut}, 422),
+)
 def event_feed(request: HttpRequest, page: Query[EventPage]) -> Any:
     teams = visible_team_ids(principal(request))
     qs = Event.objects.filter(team_id__in=teams, run_id__isnull=False)
@@ -143,6 +152,13 @@ def _last_event_id(request: HttpRequest, after: int | None) -> int:
 @router.get(
     "/runs/{run_id}/stream",
     summary="Server-Sent Events: the run's events live; resumes after Last-Event-ID",
+    **answers(
+        {200: None},
+        400,
+        404,
+        422,
+        content={200: {"text/event-stream": {"schema": {"type": "string"}}}},
+    ),
 )
 async def stream_run(
     request: HttpRequest,

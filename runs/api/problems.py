@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from runs.api.parsing import BodyRefused
 from runs.exceptions import (
     AgentopsError,
     IdempotencyConflict,
@@ -172,6 +173,8 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         detail = "send a valid API token (Authorization: Bearer ao_…) or sign in"
     elif exc.status_code == 400 and "parse request body" in detail:
         kind, detail = "malformed-body", "the request body is not valid JSON"
+        if isinstance(exc.__cause__, BodyRefused):  # valid to Python, not storable JSON
+            detail = f"the request body cannot be stored as JSON: {exc.__cause__}"
     elif exc.status_code == 403 and "CSRF" in detail:
         kind, detail = "csrf", "CSRF check failed: send the X-CSRFToken header with the cookie"
     return problem_response(exc.status_code, detail, kind=kind, headers=headers, request=request)

@@ -9,7 +9,7 @@ retried submit safe: the same key and body within 24 h answer the same run (mark
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from ninja import Header, Query, Router, Schema
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from runs.api.auth import get_run, principal, require, resolve_team, visible_runs
 from runs.api.callbacks import validate_callback_url
@@ -28,6 +28,14 @@ from runs.api.common import (
     retry_after,
     run_body,
     run_summary,
+)
+from runs.api.openapi import (
+    RUN_HEADERS,
+    RunOut,
+    RunPageOut,
+    SignalOut,
+    WorkflowListOut,
+    answers,
 )
 from runs.api.problems import Problem
 from runs.api.schemas import BudgetIn, ReasonIn, RetryIn, SignalIn, StartIn, check_budget
@@ -41,6 +49,10 @@ router = Router(tags=["runs"])
 
 KEY_HEADER = "Idempotency-Key"
 MAX_KEY = 200
+#: What an operator action may answer besides 401 and 429: a bad body, the role, an unseen
+#: run, the run's state, a body too large, an invalid value.
+ACTION_ERRORS = (400, 403, 404, 409, 413, 422)
+SIGNAL_HEADERS = {k: RUN_HEADERS[k] for k in ("Location", "Idempotent-Replayed")}
 
 
 def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -84,7 +96,12 @@ def _fresh(run: Run) -> Run:
 
 
 # ------------------------------------------------------------------ workflows
-@router.get("/workflows", tags=["workflows"], summary="Workflows that can be started")
+@router.get(
+    "/workflows",
+    tags=["workflows"],
+    summary="Workflows that can be started",
+    **answers({200: WorkflowListOut}),
+)
 def list_workflows(request: HttpRequest) -> Any:
     items = [
         {
@@ -106,7 +123,12 @@ def list_workflows(request: HttpRequest) -> Any:
 
 
 # ------------------------------------------------------------------ submit
-@router.post("/runs", summary="Start a run (202 Accepted; poll Location)", url_name="runs")
+@router.post(
+    "/runs",
+    summary="Start a run (202 Accepted; poll Location)",
+    url_name="runs",
+    **answers({202: RunOut}, 400, 403, 413, 422, headers={202: RUN_HEADERS}),
+)
 def start_run(
     request: HttpRequest,
     body: StartIn,
@@ -147,8 +169,25 @@ class RunFilters(Schema):
     limit: int = Field(50, ge=1, le=200)
     cursor: str | None = Field(None, max_length=500)
 
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """In UTC (naive: taken as UTC); a time that has no UTC year from 1 to 9999 is a 422."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range in UTC") from None
 
-@router.get("/runs", summary="Runs, newest first, with cursor paging")
+
+@router.get(
+    "/runs",
+    summary="Runs, newest first, with cursor paging",
+    **answers({200: RunPageOut}, 400, 422),
+)
 def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> Any:
     qs = visible_runs(principal(request)).select_related("team")
     if filters.status:
@@ -184,7 +223,11 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> Any:
     )
 
 
-@router.get("/runs/{run_id}", summary="A run: status, progress, budget, result, error")
+@router.get(
+    "/runs/{run_id}",
+    summary="A run: status, progress, budget, result, error",
+    **answers({200: RunOut}, 404, headers={200: {"Retry-After": RUN_HEADERS["Retry-After"]}}),
+)
 def get_run_view(request: HttpRequest, run_id: str) -> Any:
     run = get_run(request, run_id)
     headers = {}
@@ -201,7 +244,11 @@ def _operable(request: HttpRequest, run_id: str) -> Run:
     return run
 
 
-@router.post("/runs/{run_id}/cancel", summary="Cancel: compensations run, then cancelled")
+@router.post(
+    "/runs/{run_id}/cancel",
+    summary="Cancel: compensations run, then cancelled",
+    **answers({202: RunOut}, *ACTION_ERRORS, headers={202: RUN_HEADERS}),
+)
 def cancel_run(request: HttpRequest, run_id: str, body: ReasonIn | None = None) -> Any:
     run = _operable(request, run_id)
     p = principal(request)
@@ -209,7 +256,11 @@ def cancel_run(request: HttpRequest, run_id: str, body: ReasonIn | None = None) 
     return _accepted(_fresh(run))
 
 
-@router.post("/runs/{run_id}/pause", summary="Pause now, or at the next step boundary")
+@router.post(
+    "/runs/{run_id}/pause",
+    summary="Pause now, or at the next step boundary",
+    **answers({202: RunOut}, *ACTION_ERRORS, headers={202: RUN_HEADERS}),
+)
 def pause_run(request: HttpRequest, run_id: str, body: ReasonIn | None = None) -> Any:
     run = _operable(request, run_id)
     p = principal(request)
@@ -217,7 +268,11 @@ def pause_run(request: HttpRequest, run_id: str, body: ReasonIn | None = None) -
     return _accepted(_fresh(run))
 
 
-@router.post("/runs/{run_id}/resume", summary="Resume a paused run")
+@router.post(
+    "/runs/{run_id}/resume",
+    summary="Resume a paused run",
+    **answers({202: RunOut}, 403, 404, 409, headers={202: RUN_HEADERS}),
+)
 def resume_run(request: HttpRequest, run_id: str) -> Any:
     run = _operable(request, run_id)
     p = principal(request)
@@ -228,6 +283,7 @@ def resume_run(request: HttpRequest, run_id: str) -> Any:
 @router.post(
     "/runs/{run_id}/retry",
     summary="Run again from a step (a finished run: as a new run, which Location names)",
+    **answers({202: RunOut}, *ACTION_ERRORS, headers={202: RUN_HEADERS}),
 )
 def retry_run(request: HttpRequest, run_id: str, body: RetryIn) -> Any:
     run = _operable(request, run_id)
@@ -236,7 +292,11 @@ def retry_run(request: HttpRequest, run_id: str, body: RetryIn) -> Any:
     return _accepted(_fresh(result), retried_from=str(run.pk) if result.pk != run.pk else None)
 
 
-@router.post("/runs/{run_id}/budget", summary="Raise the run's limits")
+@router.post(
+    "/runs/{run_id}/budget",
+    summary="Raise the run's limits",
+    **answers({200: RunOut}, *ACTION_ERRORS, headers={200: RUN_HEADERS}),
+)
 def raise_budget(request: HttpRequest, run_id: str, body: BudgetIn) -> Any:
     run = _operable(request, run_id)
     p = principal(request)
@@ -247,6 +307,11 @@ def raise_budget(request: HttpRequest, run_id: str, body: BudgetIn) -> Any:
 @router.post(
     "/runs/{run_id}/signals/{name}",
     summary="Deliver an event to ctx.wait_for_event(name); Idempotency-Key: at most once",
+    **answers(
+        {202: SignalOut, 200: SignalOut},
+        *ACTION_ERRORS,
+        headers={202: SIGNAL_HEADERS, 200: SIGNAL_HEADERS},
+    ),
 )
 def signal_run(
     request: HttpRequest,

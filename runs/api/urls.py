@@ -1,4 +1,5 @@
-"""``/api/v1/``: the API, with the framework's own answers (405, unknown paths) as problems."""
+"""``/api/v1/``: the API, with the framework's own answers (405, unknown paths) as problems,
+and paths or queries the database could not look up (a NUL character) refused with a 400."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import URLPattern, path, re_path
 
 from runs.api import api
+from runs.api.parsing import refused_url
 from runs.api.problems import problem_response
 
 
@@ -26,10 +28,21 @@ def _as_problem(request: HttpRequest, response: Any) -> Any:
     return response
 
 
+def _refused(request: HttpRequest) -> HttpResponse | None:
+    """A path or query the database could not even look up (a NUL character): 400."""
+    reason = refused_url(request)
+    if not reason:
+        return None
+    return problem_response(400, reason, kind="bad-request", request=request)
+
+
 def _problem_405(view: Any) -> Any:
     if iscoroutinefunction(view):
 
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            refused = _refused(request)
+            if refused is not None:
+                return refused
             return _as_problem(request, await view(request, *args, **kwargs))
 
         wrapper = functools.wraps(view)(async_wrapper)
@@ -37,7 +50,7 @@ def _problem_405(view: Any) -> Any:
 
     @functools.wraps(view)
     def sync_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        return _as_problem(request, view(request, *args, **kwargs))
+        return _refused(request) or _as_problem(request, view(request, *args, **kwargs))
 
     return sync_wrapper
 

@@ -61,7 +61,15 @@ START = "/api/v1/runs"
         ('{"workflow": "t-steps", "budget": {"wall_seconds": 4294967296}}', 422, "invalid-value"),
         ('{"workflow": "t-steps", "deadline": -5}', 422, "validation-error"),
         ('{"workflow": "t-steps", "deadline": 1e300}', 422, "validation-error"),
-        ('{"workflow": "t-steps", "deadline": NaN}', 422, "validation-error"),
+        # Python's json reads these; no JSON column stores them (RFC 8259 has none of them).
+        ('{"workflow": "t-steps", "deadline": NaN}', 400, "malformed-body"),
+        ('{"workflow": "t-wait", "input": {"timeout": NaN}}', 400, "malformed-body"),
+        ('{"workflow": "t-wait", "input": {"timeout": -Infinity}}', 400, "malformed-body"),
+        ('{"workflow": "t-wait", "input": {"timeout": 1e999}}', 400, "malformed-body"),
+        ('{"workflow": "t-steps", "input": {"n": 1, "note": "a\\u0000b"}}', 400, "malformed-body"),
+        ('{"workflow": "t-steps", "input": {"n": 1, "\\u0000": 1}}', 400, "malformed-body"),
+        ('{"workflow": "t-steps", "input": {"n": 1, "note": "\\ud800"}}', 400, "malformed-body"),
+        ('{"workflow": "t-steps", "team": "a\\u0000"}', 400, "malformed-body"),
         ('{"workflow": "t-steps", "deadline": "soon"}', 422, "validation-error"),
         ('{"workflow": "t-steps", "colour": "red"}', 422, "validation-error"),
         ('{"workflow": "t-steps", "team": 5}', 422, "validation-error"),
@@ -124,6 +132,8 @@ def test_unknown_things_are_404_problems(api, method, path):
         {"limit": "ten"},
         {"created_after": "yesterday"},
         {"created_before": "2026-13-45"},
+        {"created_after": "0001-01-01T00:00:00+01:00"},  # no UTC year for it
+        {"created_before": "9999-12-31T23:59:59-01:00"},
     ],
 )
 def test_bad_list_filters_are_422(api, query):
@@ -153,6 +163,34 @@ def test_a_cursor_we_did_not_give_is_400(api, cursor):
 )
 def test_bad_action_bodies(api, run, path, body, status):
     assert_problem(api.post(f"/api/v1/runs/{run.pk}/{path}", body), status)
+
+
+def test_storable_text_and_numbers_only_in_action_bodies(api, run):
+    for path, raw in [
+        ("signals/go", '{"payload": NaN}'),
+        ("signals/go", '{"payload": {"a": "\\u0000"}}'),
+        ("cancel", '{"reason": "stop\\u0000"}'),
+        ("budget", '{"usd": Infinity}'),
+    ]:
+        problem = assert_problem(api.post(f"/api/v1/runs/{run.pk}/{path}", raw=raw), 400)
+        assert "cannot be stored as JSON" in problem["detail"], problem
+    assert not run.signals.exists() and Run.objects.get(pk=run.pk).status == run.status
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/runs?workflow=a%00b"),
+        ("get", "/api/v1/runs?cursor=%00"),
+        ("get", "/api/v1/events?x%00=1"),
+        ("post", "/api/v1/runs/RUN/signals/go%00"),
+        ("get", "/api/v1/runs/RUN%00/events"),
+    ],
+)
+def test_a_nul_character_in_the_url_is_400(api, run, method, path):
+    # PostgreSQL text cannot hold NUL: even a lookup with one would fail in the database.
+    problem = assert_problem(getattr(api, method)(path.replace("RUN", str(run.pk))), 400)
+    assert "NUL" in problem["detail"]
 
 
 def test_bad_event_paging_is_422(api, run):

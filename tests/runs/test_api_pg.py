@@ -1,5 +1,5 @@
-"""The API under a race on PostgreSQL: twenty clients retrying one submit with one
-idempotency key get one run."""
+"""The API under a race on PostgreSQL: fifty clients sending one submit with one idempotency
+key at the same moment, each on its own connection, get one run."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from tests.runs.api_support import ApiClient, member
 
 pytestmark = [pytest.mark.pg, pytest.mark.django_db(transaction=True)]
 
+CLIENTS = 50
+
 
 def test_concurrent_submits_with_one_key_make_one_run(team: Team) -> None:
     _, text = ApiToken.mint(user=member("alice", team), team=team)
     body = {"workflow": "t-steps", "input": {"n": 2}}
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(CLIENTS)
     answers: list[Any] = []
     errors: list[BaseException] = []
+    backends: set[int] = set()  # PostgreSQL server processes: one connection per client
     lock = threading.Lock()
 
     def submit() -> None:
@@ -31,13 +34,14 @@ def test_concurrent_submits_with_one_key_make_one_run(team: Team) -> None:
             r = ApiClient(text).post("/api/v1/runs", body, headers={"Idempotency-Key": "race"})
             with lock:
                 answers.append((r.status_code, r.json(), r.get("Idempotent-Replayed")))
+                backends.add(connection.connection.info.backend_pid)
         except BaseException as exc:
             with lock:
                 errors.append(exc)
         finally:
-            connection.close()
+            connection.close()  # each thread had its own connection
 
-    threads = [threading.Thread(target=submit) for _ in range(20)]
+    threads = [threading.Thread(target=submit) for _ in range(CLIENTS)]
     for t in threads:
         t.start()
     for t in threads:
@@ -45,10 +49,12 @@ def test_concurrent_submits_with_one_key_make_one_run(team: Team) -> None:
     assert not any(t.is_alive() for t in threads)
 
     assert errors == []
-    assert [status for status, _, _ in answers] == [202] * 20, answers
+    assert len(answers) == CLIENTS and len(backends) == CLIENTS
+    assert [status for status, _, _ in answers] == [202] * CLIENTS, answers
     assert len({body["id"] for _, body, _ in answers}) == 1
-    assert sorted(body["replayed"] for _, body, _ in answers) == [False] + [True] * 19
-    assert sorted(str(h) for _, _, h in answers) == ["None"] + ["true"] * 19
+    # One request made the run; the other 49 were answered with it.
+    assert sorted(body["replayed"] for _, body, _ in answers) == [False] + [True] * (CLIENTS - 1)
+    assert sorted(str(h) for _, _, h in answers) == ["None"] + ["true"] * (CLIENTS - 1)
     assert Run.objects.count() == 1
     assert IdempotencyKey.objects.filter(key="race").count() == 1
     assert Event.objects.filter(kind="run.created").count() == 1
