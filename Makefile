@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench install migrate clean
+.PHONY: run test lint bench bench-console install migrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: lint
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m tests.servers --durable $(BIN)/python bench/engine.py $(BENCH_ARGS)
+
+# The console on 100,000 runs: the runs list and its admin changelist under 20 signed-in
+# clients, step-to-browser latency with a real worker, 1 vs 1,000 WebSocket viewers.
+# `make bench-console BENCH_ARGS=--quick` is smaller (about two minutes).
+bench-console: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m tests.servers --durable $(BIN)/python bench/console.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -1,0 +1,198 @@
+"""The console benchmark's live-update measurements: a real worker drives a ``bench-ticker``
+run while WebSocket viewers (``bench/console_clients.py``, in client processes of their own)
+watch its page; per step, the time from ``Step.finished_at`` to each viewer's message.
+
+The first viewer has a client process to itself, so a crowd of viewers in the other process
+cannot delay its receiving; both processes report when each step first showed up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE = ROOT / "bench" / "console.py"
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def figures(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "max": float("nan")}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values),
+    }
+
+
+def start_ticker(ticks: int, interval: float) -> Any:
+    """A run of ``bench-ticker`` in team alpha, parked on its ``go`` signal."""
+    from django.contrib.auth.models import User
+
+    from bench.common import wait_until
+    from runs.models import Run
+
+    lead = User.objects.get(username="lead-00")
+    run, _ = Run.start(
+        "bench-ticker",
+        {"n": ticks, "interval": interval},
+        team="alpha",
+        actor="user:lead-00",
+        user=lead,
+    )
+    wait_until(
+        lambda: Run.objects.filter(pk=run.pk, status="waiting", wait_kind="event").exists(),
+        timeout=60,
+        what="the ticker to wait for its signal",
+    )
+    return run
+
+
+def spawn_viewers(
+    params: dict[str, Any], workdir: Path, name: str
+) -> tuple[subprocess.Popen, Path]:
+    out = workdir / f"viewers-{name}.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(CONSOLE),
+            "--viewers",
+            json.dumps(params),
+            "--out",
+            str(out),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=(workdir / f"viewers-{name}.log").open("ab"),
+        text=True,
+        cwd=str(ROOT),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return proc, out
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"viewers exited with {proc.returncode} before connecting")
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith("ready"):
+                return float(line.split()[2])
+    raise TimeoutError("viewers did not connect in time")
+
+
+def watch(
+    port: int,
+    cookies: list[str],
+    workdir: Path,
+    *,
+    viewers: int,
+    ticks: int,
+    interval: float,
+    name: str,
+    fanout_timeout: float = 180.0,
+) -> dict[str, Any]:
+    """``viewers`` WebSockets on one run's page (the first in a client process of its own)
+    while a worker runs its ``ticks`` steps; per step, receive time - ``Step.finished_at``."""
+    from bench.common import wait_until
+    from runs.models import Run, Step
+
+    run = start_ticker(ticks, interval)
+    url = f"ws://127.0.0.1:{port}/ws/runs/{run.pk}/"
+    origin = f"http://127.0.0.1:{port}"
+    groups = [("probe", 1, cookies[:1])]
+    if viewers > 1:
+        groups.append(("crowd", viewers - 1, cookies[1:] or cookies))
+    procs = []
+    connect_s = {}
+    try:
+        for group, count, group_cookies in groups:
+            params = {
+                "url": url,
+                "origin": origin,
+                "cookies": group_cookies,
+                "count": count,
+                "ticks": ticks,
+            }
+            proc, out = spawn_viewers(params, workdir, f"{name}-{group}")
+            procs.append((group, proc, out))
+            connect_s[group] = wait_ready(proc, timeout=300)
+        _log(f"[live {name}] {viewers} viewer(s) connected ({connect_s})")
+        run.signal("go", actor="user:lead-00")
+        wait_until(
+            lambda: Run.objects.filter(pk=run.pk, status="succeeded").exists(),
+            timeout=ticks * interval * 4 + 120,
+            every=0.2,
+            what="the ticker to finish",
+        )
+        # A crowd that is behind is still receiving: each viewer process ends once all its
+        # viewers have seen the last step (or is told to stop after ``fanout_timeout``).
+        deadline = time.monotonic() + fanout_timeout
+        for _, proc, _ in procs:
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        for _, proc, _ in procs:
+            if proc.poll() is None:
+                try:
+                    proc.stdin.write("stop\n")
+                    proc.stdin.flush()
+                except BrokenPipeError:
+                    pass
+        for _, proc, _ in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    steps = Step.objects.filter(run=run, name__startswith="tick-")
+    finished = {
+        int(step_name.split("-")[1]): at.timestamp()
+        for step_name, at in steps.values_list("name", "finished_at")
+    }
+    result: dict[str, Any] = {"viewers": viewers, "ticks": ticks, "connect_s": connect_s}
+    everyone: list[float] = []
+    last_viewer: dict[int, float] = {}
+    missed = 0
+    for group, _, out in procs:
+        data = json.loads(out.read_text())
+        result.setdefault("failures", []).extend(data["failures"])
+        result["failed"] = result.get("failed", 0) + data["failed"]
+        result["connected"] = result.get("connected", 0) + data["connected"]
+        mine: list[float] = []
+        for record in data["firsts"]:
+            for tick, at in finished.items():
+                got = record.get(str(tick))
+                if got is None:
+                    missed += 1
+                    continue
+                ms = (got - at) * 1000
+                mine.append(ms)
+                last_viewer[tick] = max(last_viewer.get(tick, 0.0), ms)
+        everyone.extend(mine)
+        if group == "probe":
+            result["probe"] = figures(mine)
+    result["all"] = figures(everyone)
+    result["last_viewer"] = figures(list(last_viewer.values()))
+    result["missed"] = missed
+    probe = result["probe"]
+    _log(
+        f"[live {name}] first viewer p50 {probe['p50']:.1f} ms p95 {probe['p95']:.1f} ms; "
+        f"all viewers p95 {result['all']['p95']:.1f} ms; missed {missed}"
+    )
+    return result
