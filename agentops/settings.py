@@ -167,10 +167,17 @@ CHANNEL_LAYER_URL = _read("str", "CHANNEL_LAYER_URL", "memory://")
 if CHANNEL_LAYER_URL.startswith("memory://"):
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 elif CHANNEL_LAYER_URL.startswith(("redis://", "rediss://")):
+    # One daphne process holds many WebSockets: redis-py's pool (100 connections by default)
+    # would refuse a crowd, and its 5 s read timeout equals the 5 s channels_redis blocks for a
+    # message, so on a busy loop a waiting consumer could time out and be closed.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+            "CONFIG": {
+                "hosts": [
+                    {"address": CHANNEL_LAYER_URL, "max_connections": 2000, "socket_timeout": 30}
+                ]
+            },
         }
     }
 else:
@@ -264,6 +271,8 @@ AGENTOPS_METRICS_TOKEN = _read("str", "AGENTOPS_METRICS_TOKEN", "")
 AGENTOPS_API_RATE_PER_MINUTE = _positive("AGENTOPS_API_RATE_PER_MINUTE", 600, integer=True)
 #: Let run callbacks go to loopback and private addresses (link-local/metadata: never).
 AGENTOPS_ALLOW_PRIVATE_CALLBACKS = _read("bool", "AGENTOPS_ALLOW_PRIVATE_CALLBACKS", False)
+#: Attempts to deliver one run callback before it is given up (an admin can redeliver it).
+AGENTOPS_CALLBACK_MAX_ATTEMPTS = _positive("AGENTOPS_CALLBACK_MAX_ATTEMPTS", 15, integer=True)
 #: A keep-alive comment on an idle event stream this often (seconds).
 AGENTOPS_SSE_HEARTBEAT_SECONDS = _positive("AGENTOPS_SSE_HEARTBEAT_SECONDS", 15.0)
 #: How often an event stream looks for new events in the database (seconds).

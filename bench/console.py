@@ -19,9 +19,7 @@ below runs against them, in the distributed deployment (``DATABASE_URL`` on Post
    a step's checkpoint (``Step.finished_at``) to the pushed partial arriving at an open
    WebSocket on the run's page;
 4. the same with 1 viewer and with 1,000 viewers of that run's page connected to one daphne
-   process: the latency of one viewer (in a client process of its own) and of all of them,
-   as shipped and again with the channel layer's Redis connections configured for a crowd
-   (``bench/settings_console.py``), since as shipped some consumers fail under that load.
+   process: the latency of one viewer (in a client process of its own) and of all of them.
 
 ``--quick`` runs smaller sizes (under two minutes on two cores).
 """
@@ -325,7 +323,6 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
         add(f"  missed pushes: {step['missed']}")
 
     one, many = results.get("viewers_1", {}), results.get("viewers_n", {})
-    pool = results.get("pool", {})
     if one or many:
         add("")
         add(
@@ -333,13 +330,6 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
             f"{cfg['viewer_interval']:g} s apart: Step.finished_at -> message"
         )
         _viewers_section(add, "as shipped", one, many)
-        if pool:
-            _viewers_section(
-                add, "channel layer configured for a crowd (bench/settings_console.py)",
-                pool.get("viewers_1", {}), pool.get("viewers_n", {}),
-            )  # fmt: skip
-        if pool.get("viewers_n", {}).get("probe"):
-            one, many = pool["viewers_1"], pool["viewers_n"]
 
     # ------------------------------------------------------------------ targets
     add("")
@@ -366,11 +356,10 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
                 )
             )
     if one.get("probe") and many.get("all"):
-        raised = " (configured)" if pool else ""
         r = many["all"]["p95"] / one["probe"]["p95"] if one["probe"]["p95"] else None
         rows.append(
             (
-                f"p95 {many['viewers']:,} viewers (all) / 1 viewer{raised}",
+                f"p95 {many['viewers']:,} viewers (all) / 1 viewer",
                 _x(r),
                 None if r is None else r <= TARGETS["viewers_ratio"],
             )
@@ -493,15 +482,6 @@ def main(argv: list[str]) -> int:
         if "viewers" not in skip:
             _log("== viewers")
             results.update(viewers(port, cookies["lead"], workdir, cfg, n=cfg["viewers"]))
-            # Again with the channel layer's Redis connections configured for a crowd
-            # (``bench/settings_console.py``), on a daphne process of its own.
-            _log("== viewers, channel layer configured for a crowd")
-            what_if = {**env, "DJANGO_SETTINGS_MODULE": "bench.settings_console"}
-            webs.append(start_daphne(what_if, workdir, len(webs)))
-            wait_served(*webs[-1])
-            results["pool"] = viewers(
-                webs[-1][1], cookies["lead"], workdir, cfg, n=cfg["viewers"], tag="pool"
-            )
     finally:
         if worker is not None:
             stop_process(worker)

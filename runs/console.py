@@ -24,6 +24,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.timesince import timesince
 
 from runs.audit import Event
 from runs.budget import WARN_AT
@@ -409,10 +410,14 @@ def signal_form_id(name: str) -> str:
     return "run-signal-" + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
-def run_live_context(run: Run, user: Any, *, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the live part of a run's page shows, for ``user``."""
+def run_live_context(
+    run: Run, user: Any = None, *, now: datetime | None = None, may_operate: bool | None = None
+) -> dict[str, Any]:
+    """Everything the live part of a run's page shows, for ``user`` (or for anyone whose
+    right to operate it is ``may_operate``: nothing else in it depends on who looks)."""
     now = now or timezone.now()
-    may_operate = can(user, run.team_id, OPERATE)
+    if may_operate is None:
+        may_operate = can(user, run.team_id, OPERATE)
     label, modifier = status_view(run, now=now)
     events = list(Event.objects.filter(run=run).order_by("-id")[:EVENTS_SHOWN])
     detail_url = reverse("run-detail", args=[run.pk])
@@ -463,6 +468,17 @@ def render_run_live(user: Any, run_id: Any, *, oob: bool = True) -> str | None:
     return render_to_string("runs/run_detail.html#run-live", context).strip()
 
 
+def render_run_live_as(run_id: Any, *, may_operate: bool) -> str | None:
+    """The run's live push for every viewer with that right to operate it: the caller has
+    checked that they may see it. One render serves a crowd of viewers."""
+    run = Run.objects.select_related("team", "created_by").filter(pk=run_id).first()
+    if run is None:
+        return None
+    context = run_live_context(run, may_operate=may_operate)
+    context["oob"] = True
+    return render_to_string("runs/run_detail.html#run-live", context).strip()
+
+
 def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -> dict[str, Any]:
     """The filtered, paged list for ``user`` from the query string ``params``."""
     now = now or timezone.now()
@@ -472,12 +488,21 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
     # Rows of teams the user operates get a checkbox for the bulk actions (which check again).
     operable = set(teams_for(user, OPERATE).values_list("pk", flat=True))
     rows = []
+    detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
     for run in page.runs:
         label, modifier = status_view(run, now=now)
         frac = budget_fraction(run)
+        # Worked out here rather than by template tags and filters per row: the list is the
+        # page people keep open, and a row's tags cost more than its query.
         rows.append(
             {
                 "run": run,
+                "url": detail.format(run.pk),
+                "short_id": str(run.pk)[:8],
+                "owner": run.created_by.get_username() if run.created_by else "—",
+                "created_iso": run.created_at.isoformat(),
+                "created_title": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "age": timesince(run.created_at, now),
                 "may_operate": run.team_id in operable,
                 "status_label": label,
                 "status_modifier": modifier,
