@@ -30,6 +30,8 @@ from runs.models import Membership
 from runs.workflow import RetryPolicy
 
 LEASE = timedelta(seconds=120)
+#: A receiver's Retry-After is honoured up to this many seconds.
+MAX_RETRY_AFTER = 3600.0
 Status = Message.Status
 
 
@@ -110,10 +112,10 @@ def _failed(message: Message, exc: TransportError, started: float) -> str:
         if final:
             fields["status"] = Status.FAILED
         else:
-            fields.update(
-                status=Status.PENDING,
-                next_attempt_at=now + timedelta(seconds=backoff(attempts)),
-            )
+            wait = backoff(attempts)
+            if exc.retry_after is not None:  # the receiver said when, within reason
+                wait = max(wait, min(exc.retry_after, MAX_RETRY_AFTER))
+            fields.update(status=Status.PENDING, next_attempt_at=now + timedelta(seconds=wait))
         Message.objects.filter(pk=message.pk).update(**fields)
         if message.channel == Channel.WEBHOOK:
             _count_webhook_failure(message, exc)

@@ -117,7 +117,10 @@ class WebhookTransport(Transport):
         )
         if not result.ok:
             raise TransportError(
-                result.error, permanent=result.permanent, status_code=result.status_code
+                result.error,
+                permanent=result.permanent,
+                status_code=result.status_code,
+                retry_after=result.retry_after,
             )
         return Sent(destination=endpoint.url, status_code=result.status_code)
 

@@ -7,20 +7,30 @@ partials whose root carries ``hx-swap-oob``, which htmx's ws extension swaps by 
 
 A group message says only which run changed (see ``runs.live``); the consumer re-reads and
 renders it for its own user. On connect each sends the current partial at once, so a change
-between the page's render and the socket's opening is not missed.
+between the page's render and the socket's opening is not missed. A run page's socket also
+counts its person as watching the run (``notifications.presence``) while it is open.
+
+A crowd watching one run costs one render per change, not one per viewer: the run's partial
+depends on the viewer only through the right to operate it, so viewers share a render
+(``SharedRenders``) that started after their change message arrived (it therefore shows that
+change). Likewise the right of each viewer to see and operate the run is read after every
+change message, by one query for all the team's viewers in the process (``rights``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from notifications import presence
 from runs import live
-from runs.console import render_run_list, render_run_live
-from runs.permissions import runs_visible_to, teams_for
+from runs.console import render_run_list, render_run_live_as
+from runs.models import Run
+from runs.permissions import OPERATE, VIEW, teams_for
 
 #: A list re-renders at most this often, however many of its runs change.
 LIST_INTERVAL = 1.0
@@ -30,8 +40,90 @@ def _user(scope: dict[str, Any]) -> Any:
     return scope.get("user")
 
 
-def _may_view_run(user: Any, run_id: Any) -> bool:
-    return runs_visible_to(user).filter(pk=run_id).exists()
+class Watchers:
+    """Who watches runs of which team in this process, so that one query answers, after a
+    change, whether each of them may still see and operate it (touched only on the loop)."""
+
+    def __init__(self) -> None:
+        self._teams: dict[int, dict[int, int]] = {}
+
+    def add(self, team_id: int, user_id: int) -> None:
+        users = self._teams.setdefault(team_id, {})
+        users[user_id] = users.get(user_id, 0) + 1
+
+    def remove(self, team_id: int, user_id: int) -> None:
+        users = self._teams.get(team_id, {})
+        if users.get(user_id, 0) <= 1:
+            users.pop(user_id, None)
+        else:
+            users[user_id] -= 1
+
+    def of(self, team_id: int) -> list[int]:
+        return sorted(self._teams.get(team_id, {}))
+
+
+def _rights(team_id: int, user_ids: list[int]) -> dict[int, tuple[bool, bool]]:
+    """Each user's right to see and to operate the team's runs, in two queries."""
+    from django.contrib.auth import get_user_model
+
+    from runs.models import Membership
+    from runs.permissions import ROLE_PERMISSIONS
+
+    users = get_user_model().objects.filter(pk__in=user_ids, is_active=True)
+    supers = set(users.filter(is_superuser=True).values_list("pk", flat=True))
+    roles = dict(
+        Membership.objects.filter(team_id=team_id, user__in=users).values_list("user_id", "role")
+    )
+    out: dict[int, tuple[bool, bool]] = {}
+    for uid in user_ids:
+        if uid in supers:
+            out[uid] = (True, True)
+        else:
+            perms = ROLE_PERMISSIONS.get(roles.get(uid, ""), frozenset())
+            out[uid] = (VIEW in perms, OPERATE in perms)
+    return out
+
+
+class SharedRenders:
+    """Renders shared by the consumers of one process: ``get`` returns a render of ``key``
+    that started at or after ``since`` (loop time), starting one if there is none."""
+
+    MAX = 5_000
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[float, asyncio.Task[Any]]] = {}
+
+    async def get(self, key: Any, since: float, render: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < since:
+            if len(self._entries) > self.MAX:
+                self._entries = {k: e for k, e in self._entries.items() if not e[1].done()}
+            # A task, not a bare await: a viewer that disconnects mid-render must not leave
+            # the others waiting on a render nobody finishes.
+            entry = (loop.time(), loop.create_task(database_sync_to_async(render)()))
+            self._entries[key] = entry
+        return await asyncio.shield(entry[1])
+
+
+watchers = Watchers()
+renders = SharedRenders()
+
+
+async def rights(user: Any, team_id: int, since: float) -> tuple[bool, bool]:
+    """``user``'s right to see and operate ``team_id``'s runs, read after ``since``: one query
+    for every watcher of the team in this process."""
+    ids = watchers.of(team_id)
+    if user.pk not in ids:
+        ids = sorted({*ids, user.pk})
+    found = await renders.get(("rights", team_id), since, lambda: _rights(team_id, ids))
+    if user.pk not in found:  # joined after that query started: ask for itself
+        found = await database_sync_to_async(_rights)(team_id, [user.pk])
+    return found[user.pk]
+
+
+def _team_of(run_id: Any) -> int | None:
+    return Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
 
 
 def _team_ids(user: Any) -> list[int]:
@@ -45,18 +137,26 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined = []
+        self.present_as: int | None = None
         self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
         user = _user(self.scope)
-        if not getattr(user, "is_authenticated", False) or not await database_sync_to_async(
-            _may_view_run
-        )(user, self.run_id):
+        self.team_id = None
+        if getattr(user, "is_authenticated", False):
+            self.team_id = await database_sync_to_async(_team_of)(self.run_id)
+        now = asyncio.get_running_loop().time()
+        if self.team_id is None or not (await rights(user, self.team_id, now))[0]:
             await self.close()
             return
+        watchers.add(self.team_id, user.pk)
+        self.watching = True
         group = live.run_group(self.run_id)
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined.append(group)
         live.publisher.listening(asyncio.get_running_loop())
         await self.accept()
+        # Someone watching the run in an open page gets no email about it meanwhile.
+        await database_sync_to_async(presence.joined)(user.pk, self.run_id)
+        self.present_as = user.pk
         await self.push()
 
     async def disconnect(self, code: int) -> None:
@@ -65,12 +165,28 @@ class RunConsumer(AsyncWebsocketConsumer):
         if getattr(self, "groups_joined", None):
             live.publisher.stopped_listening()
             self.groups_joined = []
+        if getattr(self, "watching", False):
+            watchers.remove(self.team_id, _user(self.scope).pk)
+            self.watching = False
+        if getattr(self, "present_as", None) is not None:
+            await database_sync_to_async(presence.left)(self.present_as, self.run_id)
+            self.present_as = None
 
     async def run_changed(self, event: dict[str, Any]) -> None:
-        await self.push()
+        await self.push(since=asyncio.get_running_loop().time())
 
-    async def push(self) -> None:
-        html = await database_sync_to_async(render_run_live)(_user(self.scope), self.run_id)
+    async def push(self, *, since: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        since = loop.time() if since is None else since
+        may_view, may_operate = await rights(_user(self.scope), self.team_id, since)
+        html = None
+        if may_view:
+            run_id = self.run_id
+            html = await renders.get(
+                ("run", str(run_id), may_operate),
+                since,
+                lambda: render_run_live_as(run_id, may_operate=may_operate),
+            )
         if html is None:  # access was taken away (or the run is gone): stop watching
             await self.close()
             return

@@ -229,3 +229,45 @@ def test_publishing_is_throttled_per_run_but_never_drops_a_status_change(setting
         assert publisher.loop() is None  # nobody listens: nothing is sent
 
     run_async(test)
+
+
+def test_a_crowd_watching_one_run_shares_one_render_per_change(
+    team: Team, other_team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten viewers (operators and a viewer) of one run: a change renders the partial once per
+    right to operate it, not once per viewer, and every viewer gets the new state."""
+    from runs import consumers
+
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    people = [cast.owner, cast.operator, cast.viewer] * 3 + [cast.owner]
+    prepare_cookies(*people)
+    calls: list[bool] = []
+    real = consumers.render_run_live_as
+
+    def counting(run_id: Any, *, may_operate: bool) -> str | None:
+        calls.append(may_operate)
+        return real(run_id, may_operate=may_operate)
+
+    monkeypatch.setattr(consumers, "render_run_live_as", counting)
+
+    async def test() -> None:
+        crowd = []
+        for person in people:
+            viewer, connected = await connect(f"/ws/runs/{run.pk}/", person)
+            assert connected
+            await viewer.receive_from(timeout=5)
+            crowd.append(viewer)
+        calls.clear()
+        await database_sync_to_async(Run.transition)(
+            run.pk, to=RunStatus.PAUSED, from_=[RunStatus.QUEUED], event="run.paused", actor="t"
+        )
+        for viewer in crowd:
+            await receive_until(viewer, lambda html: "badge-paused" in html)
+        # One render for viewers and one for operators per change message (the transition
+        # and its event may come as two messages): never one per viewer.
+        assert set(calls) == {False, True} and len(calls) <= 4, calls
+        for viewer in crowd:
+            await viewer.disconnect()
+
+    run_async(test)
