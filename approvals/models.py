@@ -31,7 +31,7 @@ from runs.models import TERMINAL, Membership, Run, RunStatus, WaitKind
 from runs.permissions import DECIDE, ROLE_PERMISSIONS, can
 from runs.redact import redact
 
-__all__ = ["MAX_EDIT_BYTES", "ApprovalRequest", "Decision", "parse_approvers"]
+__all__ = ["MAX_EDIT_BYTES", "ApprovalEmail", "ApprovalRequest", "Decision", "parse_approvers"]
 
 #: Edits a reviewer may make to a payload, in bytes of JSON.
 MAX_EDIT_BYTES = 64 * 1024
@@ -312,6 +312,11 @@ class ApprovalRequest(models.Model):
                 current._settle(run, self.Status.APPROVED, actor=actor)
             else:
                 publish_run_changed(run.pk, team_id=run.team_id)
+                # Still pending, but one more approval is in: open inboxes show the count,
+                # and the reviewer who gave it may not approve again.
+                from approvals.live import publish_inbox_changed
+
+                publish_inbox_changed(current.team_id)
             self.__dict__.update(current.__dict__)
         return decision
 
@@ -582,3 +587,8 @@ class Decision(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise ValueError("a decision is history: it cannot be deleted")
+
+
+# The email record lives in its own module (this one is long enough); importing it here
+# registers it with the app.
+from approvals.outbox import ApprovalEmail  # noqa: E402
