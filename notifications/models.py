@@ -10,8 +10,6 @@ records each ``DeliveryAttempt``. Every row is kept and shown in admin.
 
 from __future__ import annotations
 
-import base64
-import secrets
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -300,7 +298,9 @@ class DeliveryAttempt(models.Model):
 
 
 def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    from runs.webhooks import new_secret as signing_secret
+
+    return signing_secret()
 
 
 class WebhookEndpoint(models.Model):

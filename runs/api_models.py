@@ -138,7 +138,8 @@ class ApiToken(models.Model):
 
 
 class RunCallback(models.Model):
-    """Where to tell the submitter that a run finished (validated when it is stored)."""
+    """Where the run's milestones are POSTed (validated when it is stored, and again at each
+    delivery: see runs/deliveries.py)."""
 
     run = models.OneToOneField("runs.Run", on_delete=models.CASCADE, related_name="callback")
     url = models.URLField(max_length=2000)

@@ -22,6 +22,7 @@ from runs.audit import Event
 from runs.exceptions import IllegalTransition, TerminalRunError
 from runs.live import publish_run_changed
 from runs.operations import RunOperations
+from runs.webhooks import new_secret
 
 __all__ = [
     "CircuitBreaker",
@@ -52,6 +53,11 @@ class Team(models.Model):
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="teams"
     )
+    webhook_secret = models.CharField(
+        max_length=100,
+        default=new_secret,
+        help_text="Signs the team's run callbacks (Standard Webhooks): receivers verify with it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -59,6 +65,22 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def rotate_webhook_secret(self, *, actor: str, actor_user_id: int | None = None) -> str:
+        """Give the team a new signing secret, from the next delivery attempt on (pending
+        retries included); recorded in the team's audit chain, without the secret."""
+        secret = new_secret()
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(webhook_secret=secret)
+            Event.append(
+                "team.webhook_secret_rotated",
+                team=self,
+                chain=f"team:{self.slug}",
+                actor=actor,
+                actor_user_id=actor_user_id,
+            )
+        self.webhook_secret = secret
+        return secret
 
     def spent_today(self, *, day: date | None = None) -> Decimal:
         day = day or timezone.now().date()
@@ -291,7 +313,8 @@ class Run(RunOperations, models.Model):
 
         Returns False when the guard did not match (another actor won the race); raises
         ``IllegalTransition`` when ``action`` is given and the run is in a state that can never
-        take this action, which is the message a person sees.
+        take this action, which is the message a person sees. A milestone of a run with a
+        callback also writes its delivery here, in the same transaction (runs/deliveries.py).
         """
         now = timezone.now()
         assert not set(from_) & TERMINAL, "terminal runs never change"
@@ -316,8 +339,10 @@ class Run(RunOperations, models.Model):
                     if status not in from_:
                         raise IllegalTransition(run_id, status, action)
                 return False
-            team_id = cls.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
-            Event.append(
+            team_id, callback_id = (
+                cls.objects.filter(pk=run_id).values_list("team_id", "callback__id").first()
+            )
+            recorded = Event.append(
                 event,
                 run_id=run_id,
                 team_id=team_id,
@@ -326,6 +351,11 @@ class Run(RunOperations, models.Model):
                 data={"to": to, **(data or {})},
                 locked=True,
             )
+            if callback_id is not None:
+                # The outbox: the callback's delivery is written with the event it announces.
+                from runs.deliveries import CallbackDelivery
+
+                CallbackDelivery.record(callback_id, event=recorded, to=to, fields=fields)
             publish_run_changed(run_id, team_id=team_id, status_changed=True)
         return True
 
@@ -525,3 +555,4 @@ class CircuitBreaker(models.Model):
 
 
 from runs.api_models import ApiToken, RunCallback  # noqa: E402, F401  (registers them)
+from runs.deliveries import CallbackAttempt, CallbackDelivery  # noqa: E402, F401

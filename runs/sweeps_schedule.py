@@ -11,6 +11,7 @@ SWEEPS: list[tuple[str, str, float]] = [
     ("agentops: recover expired leases and hung steps", "runs.sweep_leases", 1),
     ("agentops: re-ring orphaned runs", "runs.sweep_orphans", 2),
     ("agentops: deadlines and idle timeouts", "runs.sweep_deadlines", 2),
+    ("agentops: run callbacks due (retries, lost doorbells)", "runs.sweep_callbacks", 1),
 ]
 
 

@@ -48,3 +48,17 @@ def sweep_orphans() -> int:
 @shared_task(name="runs.sweep_deadlines", ignore_result=True)
 def sweep_deadlines() -> int:
     return sweeps.enforce_deadlines() + sweeps.enforce_idle_timeouts()
+
+
+@shared_task(name="runs.deliver_callback", ignore_result=True)
+def deliver_callback(delivery_id: int) -> str:
+    from runs import deliveries
+
+    return deliveries.deliver(delivery_id)
+
+
+@shared_task(name="runs.sweep_callbacks", ignore_result=True)
+def sweep_callbacks() -> int:
+    from runs import deliveries
+
+    return len(deliveries.sweep())

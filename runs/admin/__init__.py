@@ -16,7 +16,7 @@ Importing this package registers every model admin (``admin.autodiscover`` impor
 
 from __future__ import annotations
 
-from runs.admin import audit, runs, teams, tokens  # noqa: F401  (tokens: registers its admins)
+from runs.admin import audit, callbacks, runs, teams, tokens  # noqa: F401  (registers admins)
 from runs.admin.audit import CircuitBreakerAdmin, EventAdmin
 from runs.admin.base import ReadOnlyAdminMixin, RunReadOnlyChildAdmin, admin_actor
 from runs.admin.display import (
@@ -72,6 +72,7 @@ __all__ = [
     "TeamDailySpendAdmin",
     "admin_actor",
     "audit",
+    "callbacks",
     "json_field",
     "json_preview",
     "pretty_json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
@@ -28,6 +28,9 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+    # Receivers of the team's run callbacks verify signatures with it; only rotated, never typed.
+    readonly_fields = ["webhook_secret"]
+    actions = ["rotate_webhook_secret"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         today = timezone.now().date()
@@ -51,6 +54,19 @@ class TeamAdmin(admin.ModelAdmin):
                 actor_user_id=request.user.pk,
                 data={"fields": {f: str(form.cleaned_data.get(f)) for f in form.changed_data}},
             )
+
+    @admin.action(description="Rotate the callback signing secret", permissions=["change"])
+    def rotate_webhook_secret(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        # One secret per team, so one UPDATE each; each rotation is an event in its team's chain.
+        teams = list(queryset)
+        for team in teams:
+            team.rotate_webhook_secret(actor=admin_actor(request), actor_user_id=request.user.pk)
+        self.message_user(
+            request,
+            f"New signing secret for {', '.join(t.slug for t in teams)}: receivers of their "
+            "callbacks need it from the next delivery on.",
+            level=messages.SUCCESS,
+        )
 
 
 @admin.register(Membership)
