@@ -185,9 +185,28 @@ def _row_for(request: ApprovalRequest, user: Any, why: str) -> ApprovalEmail:
         return ApprovalEmail.objects.get(request=request, user=user, why=why)
 
 
-def send_request_emails(request_id: int, why: str) -> int:
+def wants_email(people: list[Any], request: ApprovalRequest, why: str) -> list[Any]:
+    """Those of ``people`` whose notification preferences let approval emails through (the
+    request by email is on by default; a reminder follows the "expiring" choice)."""
+    from notifications.models import Channel, EventType
+    from notifications.preferences import Resolver
+
+    kind = EventType.APPROVAL_EXPIRING if why == Why.REMINDER else EventType.APPROVAL_REQUESTED
+    resolver = Resolver()
+    resolver.load_users([u.pk for u in people])
+    return [
+        u
+        for u in people
+        if resolver.effective(u.pk, kind, Channel.EMAIL, team_id=request.team_id)["enabled"]
+    ]
+
+
+def send_request_emails(request_id: int, why: str, *, only_user_id: int | None = None) -> int:
     """Send the ``why`` emails of a pending request to everyone who should get them and has
-    not yet; returns how many went out now. Safe to call any number of times."""
+    not yet; returns how many went out now. Safe to call any number of times.
+
+    ``only_user_id``: to that person only, whatever their preferences (an approval request
+    left unread in the app goes on by email: see notifications/escalation.py)."""
     if why not in Why.values:
         raise ValueError(f"unknown reason {why!r}: one of {', '.join(Why.values)}")
     request = (
@@ -196,6 +215,10 @@ def send_request_emails(request_id: int, why: str) -> int:
     if request is None or not request.is_pending:
         return 0
     people = list(recipients(request, why))
+    if only_user_id is not None:
+        people = [u for u in people if u.pk == only_user_id]
+    else:
+        people = wants_email(people, request, why)
     sent: list[str] = []
     failed: list[dict[str, str]] = []
     for user in people:

@@ -311,6 +311,12 @@ def _answer(message: Message, result: ReplyResult, request: ApprovalRequest | No
     since the message itself was handled (an ESP would otherwise deliver it again)."""
     if not result.sender:
         return False
+    from django.contrib.auth import get_user_model
+
+    # Only people we know get an answer: a From address can be forged, and answering every
+    # stranger would send mail to innocent addresses (backscatter).
+    if not get_user_model().objects.filter(email__iexact=result.sender, is_active=True).exists():
+        return False
     text = render_to_string(
         "approvals/email/reply.txt",
         {

@@ -1,8 +1,10 @@
 """An approval request that nobody has read or decided goes on by the next channel.
 
-The in-app notification is where "read" is known; if it is still unread after
-``AGENTOPS_APPROVAL_UNREAD_SECONDS`` and the request is still pending, the same milestone is
-sent by email (once: its own dedup key), unless the person already got it by email.
+The in-app notification is where "read" is known. If it is still unread after
+``AGENTOPS_APPROVAL_UNREAD_SECONDS`` and the request is still pending, the person gets the
+request by email (the approvals app's email, with its reply address), even if they turned
+approval emails off; someone who already got that email gets nothing more (one email per
+person and request: its row is unique).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from django.utils import timezone
 
 from notifications.models import Channel, EventType, Notification
 
-BATCH = 500
+BATCH = 200
 
 
 def unread_after() -> timedelta:
@@ -22,7 +24,9 @@ def unread_after() -> timedelta:
 
 
 def escalate_unread_approvals(*, now: datetime | None = None) -> int:
+    from approvals.emails import send_request_emails
     from approvals.models import ApprovalRequest
+    from approvals.outbox import ApprovalEmail
 
     now = now or timezone.now()
     candidates = list(
@@ -34,6 +38,7 @@ def escalate_unread_approvals(*, now: datetime | None = None) -> int:
             created_at__lte=now - unread_after(),
             created_at__gt=now - 4 * unread_after(),
             message__read_at__isnull=True,
+            user__isnull=False,
         ).order_by("-created_at")[:BATCH]
     )
     if not candidates:
@@ -44,26 +49,14 @@ def escalate_unread_approvals(*, now: datetime | None = None) -> int:
             status=ApprovalRequest.Status.PENDING,
         ).values_list("pk", flat=True)
     )
-    rows = []
+    sent = 0
     for n in candidates:
-        if n.data.get("request") not in pending or n.user_id is None:
+        request_id = n.data.get("request")
+        if request_id not in pending:
             continue
-        emailed = n.dedup_key.rsplit(":", 1)[0] + ":" + Channel.EMAIL
-        if Notification.objects.filter(dedup_key=emailed).exists():
-            continue
-        rows.append(
-            Notification(
-                user_id=n.user_id,
-                channel=Channel.EMAIL,
-                event_type=n.event_type,
-                dedup_key=f"{n.dedup_key}:unread",
-                event_id=n.event_id,
-                run_id=n.run_id,
-                team_id=n.team_id,
-                data={**n.data, "escalated": "unread in the app"},
-                due_at=now,
-                created_at=now,
-            )
-        )
-    Notification.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
+        emailed = ApprovalEmail.objects.filter(
+            request_id=request_id, user_id=n.user_id, why=ApprovalEmail.Why.REQUESTED
+        ).exists()
+        if not emailed:
+            sent += send_request_emails(request_id, "requested", only_user_id=n.user_id)
+    return sent

@@ -168,6 +168,10 @@ def rows_for(m: Milestone, resolver: Resolver, now: datetime) -> list[Notificati
         for channel in Channel.values:
             if channel == Channel.WEBHOOK and user_id not in webhooks:
                 continue
+            if channel == Channel.EMAIL and m.type in APPROVER_TYPES:
+                # The approvals app emails these itself, with a reply address to decide by
+                # (approvals/emails.py, which reads the same preferences).
+                continue
             pref = resolver.effective(user_id, m.type, channel, team_id=m.run.team_id)
             if not _wants(pref, m, user_id):
                 continue

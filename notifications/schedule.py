@@ -36,6 +36,7 @@ from notifications.render import render
 Status = Notification.Status
 PAIRS_PER_SWEEP = 500
 CHUNK = 2000
+STALE_PRESENCE = timedelta(hours=2)
 
 
 def presence_grace() -> timedelta:
@@ -135,9 +136,11 @@ def batch_endpoint(endpoint_id: int, *, now: datetime) -> Message | None:
 
 def _watched_runs(user_id: int, now: datetime) -> list[Any]:
     recent = now - presence_grace()
+    # A count left above zero by a server that died with sockets open would hold emails for
+    # ever: an open page counts for at most STALE_PRESENCE after it was last joined.
     return list(
         Presence.objects.filter(user_id=user_id)
-        .filter(Q(connections__gt=0) | Q(left_at__gt=recent))
+        .filter(Q(connections__gt=0, updated_at__gt=now - STALE_PRESENCE) | Q(left_at__gt=recent))
         .values_list("run_id", flat=True)
     )
 

@@ -178,21 +178,39 @@ def test_approval_requests_go_to_the_deciders_and_decisions_to_the_owner(people,
 
 
 def test_unread_approval_requests_escalate_to_email_once(people, drive, frozen):
+    from approvals.emails import send_request_emails
+
     Preference.objects.create(
         user=people.reviewer,
         event_type="approval.requested",
         channel=Channel.EMAIL,
         enabled=False,
     )
-    drive(start(people.owner, "t-approve", {}).pk)
+    run = drive(start(people.owner, "t-approve", {}).pk)
+    request = ApprovalRequest.objects.get(run=run)
+    assert send_request_emails(request.pk, "requested") == 0  # turned off by Rita
     pump()
-    assert messages(people.reviewer, Channel.EMAIL) == []
     assert len(messages(people.reviewer, Channel.IN_APP)) == 1
+    assert not [m for m in mail.outbox if m.to == ["rita@example.com"]]
     frozen.shift(timedelta(minutes=16))
     pump()
     pump()
-    email = messages(people.reviewer, Channel.EMAIL)
-    assert len(email) == 1 and email[0].subject.startswith("Approval needed")
+    sent = [m for m in mail.outbox if m.to == ["rita@example.com"]]
+    assert len(sent) == 1 and sent[0].subject.startswith("Approval needed")
+    assert "reply" in sent[0].extra_headers.get("Reply-To", "") or sent[0].reply_to
+
+
+def test_approval_requests_are_not_emailed_twice(people, drive):
+    """The approvals app emails requests itself (with a reply address); the notifications
+    outbox sends them in the app and by webhook only."""
+    drive(start(people.owner, "t-approve", {}).pk)
+    pump()
+    assert not Notification.objects.filter(
+        event_type="approval.requested", channel=Channel.EMAIL
+    ).exists()
+    assert Notification.objects.filter(
+        event_type="approval.requested", channel=Channel.IN_APP, user=people.reviewer
+    ).exists()
 
 
 def test_someone_watching_the_run_is_not_emailed_until_they_leave(people, drive, frozen):
