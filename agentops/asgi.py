@@ -23,12 +23,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from approvals.consumers import InboxConsumer  # noqa: E402
 from notifications.consumers import BellConsumer  # noqa: E402
 from runs import consumers  # noqa: E402
 
 websocket_urlpatterns: list = [
     path("ws/runs/", consumers.RunListConsumer.as_asgi()),
     path("ws/runs/<uuid:run_id>/", consumers.RunConsumer.as_asgi()),
+    path("ws/approvals/", InboxConsumer.as_asgi()),
     path("ws/notifications/", BellConsumer.as_asgi()),
 ]
 

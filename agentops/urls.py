@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", include("runs.urls")),
+    path("approvals/", include("approvals.urls")),
     path("notifications/", include("notifications.urls")),
     path("dashboard/", run_views.dashboard, name="dashboard"),
     path("metrics", run_views.prometheus, name="metrics"),
