@@ -34,6 +34,7 @@ from approvals.inbox import (
 )
 from approvals.models import ApprovalRequest, Decision
 from approvals.review import detail_context, diff_of, edit_fields
+from notifications.bell import mark_approval_read
 from runs.views.common import (
     console_login_required,
     render_fragments,
@@ -80,6 +81,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def request_detail(request: HttpRequest, request_id: int) -> HttpResponse:
     req = _get_request_for_user(request, request_id)
     context = detail_context(req, request.user)
+    mark_approval_read(request.user, req.pk)
     if wants_fragment(request):
         return TemplateResponse(request, f"{DETAIL}#approval-detail", context)
     return TemplateResponse(request, DETAIL, context)

@@ -80,6 +80,28 @@ def mark_read(user: Any, message_id: int) -> bool:
     return bool(done)
 
 
+def mark_approval_read(user: Any, request_id: int) -> int:
+    """Opening an approval request in the inbox reads its in-app notifications (so it does
+    not escalate to email as unread); a digest is read only if it carries nothing else."""
+    from notifications.models import EventType, Notification
+
+    carrying = Notification.objects.filter(
+        user=user,
+        channel="in_app",
+        event_type=EventType.APPROVAL_REQUESTED,
+        data__request=request_id,
+        message__isnull=False,
+    ).values("message_id")
+    done = (
+        in_app_of(user)
+        .filter(pk__in=carrying, read_at__isnull=True, count=1)
+        .update(read_at=timezone.now())
+    )
+    if done:
+        publish_bell(user.pk)
+    return done
+
+
 def mark_all_read(user: Any) -> int:
     """Mark every unread in-app message of ``user`` read; returns how many."""
     done = in_app_of(user).filter(read_at__isnull=True).update(read_at=timezone.now())

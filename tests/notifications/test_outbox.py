@@ -280,3 +280,24 @@ def test_a_burst_for_one_person_gives_at_most_two_messages_per_channel(people, f
         rows = Notification.objects.filter(user=people.owner, channel=channel)
         assert rows.count() == n and not rows.exclude(status="batched").exists()
         assert rows.values("event_id").distinct().count() == n
+
+
+def test_opening_the_request_in_the_inbox_reads_it_so_it_does_not_escalate(people, drive, frozen):
+    from django.test import Client
+
+    Preference.objects.create(
+        user=people.reviewer, event_type="approval.requested", channel=Channel.EMAIL, enabled=False
+    )
+    run = drive(start(people.owner, "t-approve", {}).pk)
+    request = ApprovalRequest.objects.get(run=run)
+    pump()
+    [note] = messages(people.reviewer, Channel.IN_APP)
+    assert note.read_at is None
+    client = Client()
+    client.force_login(people.reviewer)
+    assert client.get(f"/approvals/{request.pk}/").status_code == 200
+    note.refresh_from_db()
+    assert note.read_at is not None
+    frozen.shift(timedelta(minutes=16))
+    pump()
+    assert not [m for m in mail.outbox if m.to == ["rita@example.com"]]

@@ -32,7 +32,7 @@ def test_dashboard_shows_the_figures_of_the_users_teams_only(cast, drive, time_m
     for seconds in (10, 20, 30):
         finished("t-steps", cast.team, RunStatus.SUCCEEDED, seconds)
     finished("t-steps", cast.team, RunStatus.FAILED, 40)
-    finished("t-steps", cast.other_team, RunStatus.FAILED, 999)
+    other = finished("t-steps", cast.other_team, RunStatus.FAILED, 999)
     CircuitBreaker.objects.create(service="t-svc", failure_threshold=99)
     drive(start("t-breaker", team=cast.team).pk)  # one failed attempt on t-svc, retrying
     cast.team.daily_usd_limit = Decimal("2")
@@ -46,7 +46,9 @@ def test_dashboard_shows_the_figures_of_the_users_teams_only(cast, drive, time_m
     assert "t-svc" in html
     assert "85 %" in html  # $1.70 of $2
     assert "retrying call" in html  # the run that waits for its retry needs attention
-    assert "999" not in html and "other" not in html
+    # Nothing of the other team: its run, its 999 s duration, its name.
+    assert str(other.pk)[:8] not in html and "999.0 s" not in html and "16.6 min" not in html
+    assert "other" not in html
 
 
 def test_dashboard_needs_a_sign_in(client):
