@@ -14,11 +14,10 @@ import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 
 from approvals.inbox import render_inbox_list
 from approvals.live import inbox_group
-from runs import live
+from runs.consumers import LiveConsumer
 from runs.permissions import DECIDE, teams_for
 
 #: The list re-renders at most this often (four times a second), however much changes.
@@ -29,16 +28,13 @@ def _deciding_team_ids(user: Any) -> set[int]:
     return set(teams_for(user, DECIDE).values_list("pk", flat=True))
 
 
-class InboxConsumer(AsyncWebsocketConsumer):
+class InboxConsumer(LiveConsumer):
     """Pushes ``#inbox-list`` and the nav badge when requests of the person's teams change."""
 
-    groups_joined: list[str]
+    push_interval = INTERVAL
 
     async def connect(self) -> None:
-        self.groups_joined = []
-        self._due: asyncio.Task[None] | None = None
-        self._last = 0.0
-        self._listening = False
+        self.reset_live()
         user = self.scope.get("user")
         if not getattr(user, "is_authenticated", False):
             await self.close()
@@ -49,41 +45,17 @@ class InboxConsumer(AsyncWebsocketConsumer):
             return
         self.query = self.scope.get("query_string", b"").decode("latin-1")
         await self._follow(team_ids)
-        live.publisher.listening(asyncio.get_running_loop())
-        self._listening = True
         await self.accept()
         await self.push()
 
     async def _follow(self, team_ids: set[int]) -> None:
         """Join the groups of ``team_ids`` and leave the others."""
         wanted = {inbox_group(t) for t in team_ids}
-        for group in wanted - set(self.groups_joined):
-            await self.channel_layer.group_add(group, self.channel_name)
-        for group in set(self.groups_joined) - wanted:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.groups_joined = sorted(wanted)
-
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "_due", None) is not None:
-            self._due.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.groups_joined = []
-        if getattr(self, "_listening", False):
-            live.publisher.stopped_listening()
-            self._listening = False
+        await self.join(*sorted(wanted))
+        await self.leave(*(g for g in list(self.groups_joined) if g not in wanted))
 
     async def approvals_changed(self, event: dict[str, Any]) -> None:
-        if self._due is not None and not self._due.done():
-            return  # a push is already due; it will show this change too
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last + INTERVAL - loop.time())
-        self._due = loop.create_task(self._push_after(delay))
-
-    async def _push_after(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        await self.push()
+        self.schedule_push()
 
     async def push(self) -> None:
         self._last = asyncio.get_running_loop().time()

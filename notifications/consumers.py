@@ -13,12 +13,11 @@ import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth import get_user_model
 
 from notifications.bell import render_bell
 from notifications.live import user_group
-from runs import live
+from runs.consumers import LiveConsumer
 
 #: The bell re-renders at most this often (four times a second), however much arrives.
 INTERVAL = 0.25
@@ -30,51 +29,24 @@ def _bell_for_active(user_id: int) -> str | None:
     return render_bell(user) if user is not None else None
 
 
-class BellConsumer(AsyncWebsocketConsumer):
+class BellConsumer(LiveConsumer):
     """Pushes ``#notifications-bell`` (out of band) to one person."""
 
-    groups_joined: list[str]
+    push_interval = INTERVAL
 
     async def connect(self) -> None:
-        self.groups_joined = []
-        self._due: asyncio.Task[None] | None = None
-        self._last = 0.0
-        self._listening = False
+        self.reset_live()
         user = self.scope.get("user")
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             await self.close()
             return
         self.user_id = user.pk
-        group = user_group(user.pk)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined.append(group)
-        # With the in-memory layer, pushes are sent only while someone in this process listens.
-        live.publisher.listening(asyncio.get_running_loop())
-        self._listening = True
+        await self.join(user_group(user.pk))
         await self.accept()
         await self.push()
 
-    async def disconnect(self, code: int) -> None:
-        if getattr(self, "_due", None) is not None:
-            self._due.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        self.groups_joined = []
-        if getattr(self, "_listening", False):
-            live.publisher.stopped_listening()
-            self._listening = False
-
     async def notifications_changed(self, event: dict[str, Any]) -> None:
-        if self._due is not None and not self._due.done():
-            return  # a push is already due; it will count this change too
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last + INTERVAL - loop.time())
-        self._due = loop.create_task(self._push_after(delay))
-
-    async def _push_after(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        await self.push()
+        self.schedule_push()
 
     async def push(self) -> None:
         self._last = asyncio.get_running_loop().time()

@@ -40,6 +40,61 @@ def _user(scope: dict[str, Any]) -> Any:
     return scope.get("user")
 
 
+class LiveConsumer(AsyncWebsocketConsumer):
+    """What every console socket shares: the groups it joined (left on disconnect), telling
+    ``runs.live`` that someone listens in this process, and throttled pushes (``schedule_push``
+    pushes at most once every ``push_interval`` seconds; a push already due shows the later
+    changes too). Subclasses implement ``push``."""
+
+    push_interval = 1.0
+    groups_joined: list[str]
+
+    def reset_live(self) -> None:
+        self.groups_joined = []
+        self._due: asyncio.Task[None] | None = None
+        self._last = 0.0
+        self._listening = False
+
+    async def join(self, *groups: str) -> None:
+        for group in groups:
+            if group not in self.groups_joined:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups_joined.append(group)
+        if not self._listening:
+            # With the in-memory layer, pushes are sent only while someone here listens.
+            live.publisher.listening(asyncio.get_running_loop())
+            self._listening = True
+
+    async def leave(self, *groups: str) -> None:
+        for group in groups:
+            if group in self.groups_joined:
+                await self.channel_layer.group_discard(group, self.channel_name)
+                self.groups_joined.remove(group)
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "_due", None) is not None:
+            self._due.cancel()
+        await self.leave(*getattr(self, "groups_joined", []))
+        if getattr(self, "_listening", False):
+            live.publisher.stopped_listening()
+            self._listening = False
+
+    def schedule_push(self) -> None:
+        if self._due is not None and not self._due.done():
+            return  # a push is already due; it will show this change too
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last + self.push_interval - loop.time())
+        self._due = loop.create_task(self._push_after(delay))
+
+    async def _push_after(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        await self.push()
+
+    async def push(self) -> None:
+        raise NotImplementedError
+
+
 class Watchers:
     """Who watches runs of which team in this process, so that one query answers, after a
     change, whether each of them may still see and operate it (touched only on the loop)."""
@@ -130,14 +185,13 @@ def _team_ids(user: Any) -> list[int]:
     return list(teams_for(user).values_list("pk", flat=True))
 
 
-class RunConsumer(AsyncWebsocketConsumer):
+class RunConsumer(LiveConsumer):
     """Pushes ``#run-live`` of one run whenever it changes."""
 
-    groups_joined: list[str]
-
     async def connect(self) -> None:
-        self.groups_joined = []
+        self.reset_live()
         self.present_as: int | None = None
+        self.watching = False
         self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
         user = _user(self.scope)
         self.team_id = None
@@ -149,10 +203,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return
         watchers.add(self.team_id, user.pk)
         self.watching = True
-        group = live.run_group(self.run_id)
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups_joined.append(group)
-        live.publisher.listening(asyncio.get_running_loop())
+        await self.join(live.run_group(self.run_id))
         await self.accept()
         # Someone watching the run in an open page gets no email about it meanwhile.
         await database_sync_to_async(presence.joined)(user.pk, self.run_id)
@@ -160,11 +211,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.push()
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        if getattr(self, "groups_joined", None):
-            live.publisher.stopped_listening()
-            self.groups_joined = []
+        await super().disconnect(code)
         if getattr(self, "watching", False):
             watchers.remove(self.team_id, _user(self.scope).pk)
             self.watching = False
@@ -193,16 +240,14 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=html)
 
 
-class RunListConsumer(AsyncWebsocketConsumer):
+class RunListConsumer(LiveConsumer):
     """Pushes ``#runs-table`` (with the filters of the socket's query string) when runs of
     the user's teams change, at most once every ``LIST_INTERVAL`` seconds."""
 
-    groups_joined: list[str]
+    push_interval = LIST_INTERVAL
 
     async def connect(self) -> None:
-        self.groups_joined = []
-        self._due: asyncio.Task[None] | None = None
-        self._last = 0.0
+        self.reset_live()
         user = _user(self.scope)
         if not getattr(user, "is_authenticated", False):
             await self.close()
@@ -212,34 +257,12 @@ class RunListConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.query = self.scope.get("query_string", b"").decode("latin-1")
-        for team_id in team_ids:
-            group = live.team_group(team_id)
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
-        live.publisher.listening(asyncio.get_running_loop())
+        await self.join(*(live.team_group(t) for t in team_ids))
         await self.accept()
         await self.push()
 
-    async def disconnect(self, code: int) -> None:
-        if self._due is not None:
-            self._due.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-        if getattr(self, "groups_joined", None):
-            live.publisher.stopped_listening()
-            self.groups_joined = []
-
     async def run_changed(self, event: dict[str, Any]) -> None:
-        if self._due is not None and not self._due.done():
-            return  # a push is already due; it will show this change too
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, self._last + LIST_INTERVAL - loop.time())
-        self._due = loop.create_task(self._push_after(delay))
-
-    async def _push_after(self, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        await self.push()
+        self.schedule_push()
 
     async def push(self) -> None:
         self._last = asyncio.get_running_loop().time()
