@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-console install migrate clean
+.PHONY: run test lint bench bench-console bench-notifications install migrate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: install
 bench-console: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m tests.servers --durable $(BIN)/python bench/console.py $(BENCH_ARGS)
+
+# 10,000 milestone events for one person within one minute: messages per channel, duplicates.
+bench-notifications: install
+	$(BIN)/python bench/notifications.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
