@@ -6,22 +6,17 @@ run's team, the request's approvers, separation of duties. A token acts only in 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime
 from typing import Any, Literal
 
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.utils.dateparse import parse_datetime
 from ninja import Query, Router, Schema
 from pydantic import ConfigDict, Field
 
 from approvals.exceptions import InvalidDecision, NotAllowed, NotPending
 from approvals.models import MAX_COMMENT, ApprovalRequest, Decision
 from runs.api.auth import not_found, principal, visible_team_ids
-from runs.api.common import api_root, page_link
+from runs.api.common import api_root, decode_cursor, encode_cursor, page_link
 from runs.api.problems import Problem
 from runs.api.run_views import json_response
 
@@ -50,7 +45,7 @@ def approval_body(req: ApprovalRequest, *, user: Any = None) -> dict[str, Any]:
             "channel": d.channel,
             "at": d.created_at,
         }
-        for d in req.decisions.select_related("reviewer").order_by("created_at", "pk")
+        for d in sorted(req.decisions.all(), key=lambda d: (d.created_at, d.pk))
     ]
     body: dict[str, Any] = {
         "id": req.pk,
@@ -81,9 +76,11 @@ def approval_body(req: ApprovalRequest, *, user: Any = None) -> dict[str, Any]:
 
 
 def visible_requests(request: HttpRequest) -> QuerySet[ApprovalRequest]:
-    return ApprovalRequest.objects.filter(
-        team_id__in=visible_team_ids(principal(request))
-    ).select_related("team")
+    return (
+        ApprovalRequest.objects.filter(team_id__in=visible_team_ids(principal(request)))
+        .select_related("team")
+        .prefetch_related("decisions__reviewer")
+    )
 
 
 class ApprovalFilters(Schema):
@@ -103,23 +100,6 @@ class ApprovalFilters(Schema):
     cursor: str | None = Field(None, max_length=500)
 
 
-def _cursor(req: ApprovalRequest) -> str:
-    raw = json.dumps([req.created_at.isoformat(), req.pk]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _uncursor(text: str) -> tuple[datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        when_text, pk = json.loads(raw)
-        when = parse_datetime(when_text)
-        if when is None or not isinstance(pk, int):
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise Problem(400, "cursor: not a cursor this API gave out", kind="bad-cursor") from None
-    return when, pk
-
-
 @router.get("/approvals", summary="Approval requests (pending by default), newest first")
 def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any:
     p = principal(request)
@@ -133,11 +113,11 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
     if filters.team:
         qs = qs.filter(team__slug=filters.team)
     if filters.cursor:
-        when, pk = _uncursor(filters.cursor)
+        when, pk = decode_cursor(filters.cursor, pk=int)
         qs = qs.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))
     rows = list(qs.order_by("-created_at", "-pk")[: filters.limit + 1])
     page, more = rows[: filters.limit], len(rows) > filters.limit
-    cursor = _cursor(page[-1]) if more else None
+    cursor = encode_cursor(page[-1]) if more else None
     params = {
         "status": filters.status,
         "workflow": filters.workflow,
@@ -195,5 +175,5 @@ def decide(request: HttpRequest, request_id: int, body: DecisionIn) -> Any:
         raise Problem(409, str(exc), kind="not-pending", status_now=exc.status) from None
     except InvalidDecision as exc:
         raise Problem(422, str(exc), kind="invalid-decision") from None
-    req.refresh_from_db()
+    req = _get_request(request, request_id)  # afresh, with the new decision
     return json_response(approval_body(req, user=p.user))

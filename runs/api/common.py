@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -97,18 +98,24 @@ def page_link(path: str, params: dict[str, Any]) -> str:
 
 
 # --- the list cursor: opaque to clients, (created_at, id) to us ----------------------------
-def encode_cursor(run: Run) -> str:
-    raw = json.dumps([run.created_at.isoformat(), str(run.pk)], separators=(",", ":"))
+def encode_cursor(row: Any) -> str:
+    """The cursor after ``row`` (a run, an approval request: anything with ``created_at``)."""
+    raw = json.dumps([row.created_at.isoformat(), str(row.pk)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _uuid(text: str) -> str:
+    return str(uuid.UUID(text))
+
+
+def decode_cursor(cursor: str, *, pk: Callable[[str], Any] = _uuid) -> tuple[datetime, Any]:
+    """``(created_at, pk)`` of a cursor; ``pk`` parses the id (a run's UUID by default)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, pk = json.loads(raw)
+        created, key = json.loads(raw)
         when = parse_datetime(created)
-        if when is None or when.tzinfo is None or not isinstance(pk, str):
+        if when is None or when.tzinfo is None or not isinstance(key, str):
             raise ValueError(cursor)
-        return when, str(uuid.UUID(pk))
+        return when, pk(key)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise Problem(400, "the cursor is not one this API gave out", kind="bad-cursor") from None
