@@ -24,7 +24,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals.exceptions import InvalidDecision, NotAllowed, NotPending
+from approvals.exceptions import ApprovalError, InvalidDecision, NotAllowed, NotPending
 from runs.audit import Event
 from runs.live import publish_run_changed
 from runs.models import TERMINAL, Membership, Run, RunStatus, WaitKind
@@ -253,7 +253,7 @@ class ApprovalRequest(models.Model):
         if edits and verdict != Decision.Verdict.APPROVE:
             raise InvalidDecision("edits go with an approval; reject or request changes instead")
         actor = f"{channel}:{user.get_username()}"
-        stopped = False
+        refused: ApprovalError | None = None
         with transaction.atomic():
             # Lock order, everywhere: the run, then the request. The worker suspending on
             # this gate takes the run's lock too, so it either sees the outcome or is woken.
@@ -264,60 +264,73 @@ class ApprovalRequest(models.Model):
                 if seen is not None:
                     return seen
             if current.status != self.Status.PENDING:
-                raise NotPending(self.pk, current.status)
-            stopped = bool(run.status in TERMINAL or run.stop_requested)
-            if stopped:
-                # Record the cancellation (it commits), then say so below.
+                refused = NotPending(self.pk, current.status)
+            elif run.status in TERMINAL or run.stop_requested:
+                # Recorded (this commits), then said below: the run stopped, so nobody decides.
                 current._settle(run, self.Status.CANCELLED, actor="system", reason="run stopped")
-        if stopped:
-            raise NotPending(self.pk, self.Status.CANCELLED)
-        with transaction.atomic():
-            run = Run.objects.select_for_update().get(pk=self.run_id)
-            current = ApprovalRequest.objects.select_for_update().get(pk=self.pk)
-            if current.status != self.Status.PENDING:
-                raise NotPending(self.pk, current.status)
-            why = current.refusal(user, verdict=verdict)
-            if why:
-                raise NotAllowed(why)
-            decision = Decision.objects.create(
-                request=current,
-                reviewer=user,
-                actor=actor,
-                verdict=verdict,
-                comment=comment,
-                edits=edits,
-                channel=channel,
-                dedup_key=dedup_key,
-            )
-            Event.append(
-                "approval.decision",
-                run_id=run.pk,
-                team_id=run.team_id,
-                actor=actor,
-                actor_user_id=user.pk,
-                data={
-                    "request": current.pk,
-                    "name": current.name,
-                    "verdict": verdict,
-                    "channel": channel,
-                    "edited": sorted(edits),
-                },
-                locked=True,
-            )
-            if verdict == Decision.Verdict.REJECT:
-                current._settle(run, self.Status.REJECTED, actor=actor)
-            elif verdict == Decision.Verdict.REQUEST_CHANGES:
-                current._settle(run, self.Status.CHANGES_REQUESTED, actor=actor)
-            elif current.approvals_so_far() >= current.quorum:
-                current._settle(run, self.Status.APPROVED, actor=actor)
+                refused = NotPending(self.pk, self.Status.CANCELLED)
+            elif why := current.refusal(user, verdict=verdict):
+                refused = NotAllowed(why)
             else:
-                publish_run_changed(run.pk, team_id=run.team_id)
-                # Still pending, but one more approval is in: open inboxes show the count,
-                # and the reviewer who gave it may not approve again.
-                from approvals.live import publish_inbox_changed
+                decision = current._record(
+                    run, user, verdict, comment, edits, channel, dedup_key, actor
+                )
+        if refused is not None:
+            raise refused
+        self.__dict__.update(current.__dict__)
+        return decision
 
-                publish_inbox_changed(current.team_id)
-            self.__dict__.update(current.__dict__)
+    def _record(
+        self,
+        run: Run,
+        user: Any,
+        verdict: str,
+        comment: str,
+        edits: dict[str, Any],
+        channel: str,
+        dedup_key: str,
+        actor: str,
+    ) -> Decision:
+        """The decision row, its event and, when it settles the request, the outcome (the
+        caller holds the run's and the request's row locks)."""
+        decision = Decision.objects.create(
+            request=self,
+            reviewer=user,
+            actor=actor,
+            verdict=verdict,
+            comment=comment,
+            edits=edits,
+            channel=channel,
+            dedup_key=dedup_key,
+        )
+        Event.append(
+            "approval.decision",
+            run_id=run.pk,
+            team_id=run.team_id,
+            actor=actor,
+            actor_user_id=user.pk,
+            data={
+                "request": self.pk,
+                "name": self.name,
+                "verdict": verdict,
+                "channel": channel,
+                "edited": sorted(edits),
+            },
+            locked=True,
+        )
+        if verdict == Decision.Verdict.REJECT:
+            self._settle(run, self.Status.REJECTED, actor=actor)
+        elif verdict == Decision.Verdict.REQUEST_CHANGES:
+            self._settle(run, self.Status.CHANGES_REQUESTED, actor=actor)
+        elif self.approvals_so_far() >= self.quorum:
+            self._settle(run, self.Status.APPROVED, actor=actor)
+        else:
+            publish_run_changed(run.pk, team_id=run.team_id)
+            # Still pending, but one more approval is in: open inboxes show the count,
+            # and the reviewer who gave it may not approve again.
+            from approvals.live import publish_inbox_changed
+
+            publish_inbox_changed(self.team_id)
         return decision
 
     def validate_edits(self, edits: Any) -> dict[str, Any]:
