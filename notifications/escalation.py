@@ -49,14 +49,14 @@ def escalate_unread_approvals(*, now: datetime | None = None) -> int:
             status=ApprovalRequest.Status.PENDING,
         ).values_list("pk", flat=True)
     )
+    emailed = set(
+        ApprovalEmail.objects.filter(
+            request_id__in=pending, why=ApprovalEmail.Why.REQUESTED
+        ).values_list("request_id", "user_id")
+    )
     sent = 0
     for n in candidates:
         request_id = n.data.get("request")
-        if request_id not in pending:
-            continue
-        emailed = ApprovalEmail.objects.filter(
-            request_id=request_id, user_id=n.user_id, why=ApprovalEmail.Why.REQUESTED
-        ).exists()
-        if not emailed:
+        if request_id in pending and (request_id, n.user_id) not in emailed:
             sent += send_request_emails(request_id, "requested", only_user_id=n.user_id)
     return sent

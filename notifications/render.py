@@ -40,8 +40,16 @@ def base_url() -> str:
     return str(getattr(settings, "AGENTOPS_BASE_URL", "http://127.0.0.1:8000")).rstrip("/")
 
 
+_RUN_PATH: str = ""
+
+
 def run_link(run_id: Any) -> str:
-    return base_url() + reverse("run-detail", args=[run_id])
+    """The run's absolute URL. A digest links thousands of runs: the path is reversed once."""
+    global _RUN_PATH
+    if not _RUN_PATH:
+        zero = "00000000-0000-0000-0000-000000000000"
+        _RUN_PATH = reverse("run-detail", args=[zero]).replace(zero, "{}")
+    return base_url() + _RUN_PATH.format(run_id)
 
 
 def inbox_link(request_id: Any) -> str:

@@ -73,7 +73,7 @@ DERIVED_STATUSES: list[tuple[str, str]] = [
 ]
 
 
-def _derived_condition(name: str, now: datetime) -> Q:
+def derived_condition(name: str, now: datetime) -> Q:
     if name == "retrying":
         return Q(status=RunStatus.WAITING, wait_kind=WaitKind.RETRY)
     if name == "stalled":
@@ -154,7 +154,7 @@ def filter_runs(user: Any, form: RunFilterForm, *, now: datetime | None = None) 
     if status in RunStatus.values:
         qs = qs.filter(status=status)
     elif status:
-        qs = qs.filter(_derived_condition(status, now))
+        qs = qs.filter(derived_condition(status, now))
     if workflow := form.value("workflow"):
         qs = qs.filter(workflow=workflow)
     if team := form.value("team"):
