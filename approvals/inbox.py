@@ -30,7 +30,7 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest, Decision
 from runs.console import id_prefix
 from runs.models import Membership
-from runs.permissions import DECIDE, VIEW, teams_for
+from runs.permissions import DECIDE, VIEW, TeamRole, teams_for
 from runs.workflow import all_workflows
 
 Status = ApprovalRequest.Status
@@ -66,16 +66,24 @@ class Reviewer:
     superuser: bool
 
     @classmethod
-    def of(cls, user: Any) -> Reviewer:
+    def of(cls, user: Any, *, teams: list[TeamRole] | None = None) -> Reviewer:
+        """``teams``: the person's ``team_roles``, when the page has read them already."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return cls(user, frozenset(), {}, frozenset(), False)
-        team_ids = frozenset(teams_for(user, DECIDE).values_list("pk", flat=True))
-        if not team_ids:  # most pages of most people: one query for the badge
+        if teams is not None:
+            team_ids = frozenset(t.id for t in teams if t.holds(DECIDE))
+        else:
+            team_ids = frozenset(teams_for(user, DECIDE).values_list("pk", flat=True))
+        if not team_ids:  # most pages of most people: at most one query for the badge
             return cls(user, team_ids, {}, frozenset(), bool(user.is_superuser))
+        if teams is not None and not user.is_superuser:
+            roles = {t.id: t.role for t in teams}
+        else:
+            roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
         return cls(
             user,
             team_ids,
-            dict(Membership.objects.filter(user=user).values_list("team_id", "role")),
+            roles,
             frozenset(user.groups.values_list("name", flat=True)),
             bool(user.is_superuser),
         )

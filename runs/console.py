@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,19 +20,29 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
 from runs.audit import Event
 from runs.budget import WARN_AT
 from runs.forms import SignalForm
 from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt, WaitKind
-from runs.permissions import OPERATE, START, can, runs_visible_to, teams_for
+from runs.permissions import (
+    OPERATE,
+    START,
+    VIEW,
+    TeamRole,
+    can,
+    runs_visible_to,
+    team_roles,
+)
 from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
@@ -40,8 +52,7 @@ EVENTS_SHOWN = 50
 #: out of every page; a column read but not listed here costs one query per row.
 LIST_COLUMNS = (
     "id",
-    "team__name",
-    "created_by__username",
+    "team_id",
     "workflow",
     "status",
     "wait_kind",
@@ -128,7 +139,7 @@ class RunFilterForm(forms.Form):
     )
     q = forms.CharField(required=False, max_length=200, label="Search id or input")
 
-    def __init__(self, data: Any, *, user: Any) -> None:
+    def __init__(self, data: Any, *, user: Any, teams: list[TeamRole] | None = None) -> None:
         super().__init__(data)
         self.fields["status"].choices = [
             ("", "Any status"),
@@ -138,17 +149,27 @@ class RunFilterForm(forms.Form):
         self.fields["workflow"].choices = [("", "Any workflow")] + [
             (w.name, w.name) for w in all_workflows()
         ]
-        self.fields["team"].choices = [("", "Any team")] + [
-            (t.slug, t.name) for t in teams_for(user)
-        ]
+        teams = team_roles(user) if teams is None else teams
+        self.fields["team"].choices = [("", "Any team")] + [(t.slug, t.name) for t in teams]
 
     def value(self, name: str) -> Any:
         return self.cleaned_data.get(name) if name not in self.errors else None
 
 
-def filter_runs(user: Any, form: RunFilterForm, *, now: datetime | None = None) -> QuerySet[Run]:
+def filter_runs(
+    user: Any,
+    form: RunFilterForm,
+    *,
+    now: datetime | None = None,
+    teams: list[TeamRole] | None = None,
+) -> QuerySet[Run]:
+    """The runs ``user`` may see that match the valid filters of ``form``; ``teams``, their
+    roles when the caller has read them already."""
     now = now or timezone.now()
-    qs = runs_visible_to(user)
+    if teams is None:
+        qs = runs_visible_to(user)
+    else:
+        qs = Run.objects.filter(team_id__in=[t.id for t in teams if t.holds(VIEW)])
     form.is_valid()  # collects errors; only valid values filter
     status = form.value("status")
     if status in RunStatus.values:
@@ -482,35 +503,16 @@ def render_run_live_as(run_id: Any, *, may_operate: bool) -> str | None:
 def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -> dict[str, Any]:
     """The filtered, paged list for ``user`` from the query string ``params``."""
     now = now or timezone.now()
-    form = RunFilterForm(params, user=user)
-    qs = filter_runs(user, form, now=now).select_related("team", "created_by").only(*LIST_COLUMNS)
+    teams = team_roles(user)  # one query answers the page's questions about roles
+    form = RunFilterForm(params, user=user, teams=teams)
+    qs = (
+        filter_runs(user, form, now=now, teams=teams)
+        .annotate(team_name=F("team__name"), owner=F("created_by__username"))
+        .only(*LIST_COLUMNS)
+    )
     page = keyset_page(qs, before=params.get("before", ""), after=params.get("after", ""))
     # Rows of teams the user operates get a checkbox for the bulk actions (which check again).
-    operable = set(teams_for(user, OPERATE).values_list("pk", flat=True))
-    rows = []
-    detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
-    for run in page.runs:
-        label, modifier = status_view(run, now=now)
-        frac = budget_fraction(run)
-        # Worked out here rather than by template tags and filters per row: the list is the
-        # page people keep open, and a row's tags cost more than its query.
-        rows.append(
-            {
-                "run": run,
-                "url": detail.format(run.pk),
-                "short_id": str(run.pk)[:8],
-                "owner": run.created_by.get_username() if run.created_by else "—",
-                "created_iso": run.created_at.isoformat(),
-                "created_title": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                "age": timesince(run.created_at, now),
-                "may_operate": run.team_id in operable,
-                "status_label": label,
-                "status_modifier": modifier,
-                "progress": progress_view(run, now=now),
-                "budget_percent": round(100 * frac) if frac is not None else None,
-                "budget_level": budget_level(frac),
-            }
-        )
+    operable = {t.id for t in teams if t.holds(OPERATE)}
     filters = {k: v for k, v in params.items() if k in form.fields and v}
     query = urlencode(filters)
     list_url = reverse("run-list")
@@ -521,7 +523,8 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
     cursor = {k: params[k] for k in ("before", "after") if params.get(k)}
     return {
         "form": form,
-        "rows": rows,
+        "filter_fields": filter_fields_html(form),
+        "rows": list_rows(page.runs, operable=operable, now=now),  # HTML
         "page": page,
         "newer_url": link(after=page.newer) if page.newer else "",
         "older_url": link(before=page.older) if page.older else "",
@@ -529,11 +532,102 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
         "query": query,
         "ws_query": urlencode({**filters, **cursor}),
         "poll_url": link(**cursor, poll="1"),
-        "may_start": teams_for(user, START).exists(),
+        "may_start": any(t.holds(START) for t in teams),
         "may_operate_any": bool(operable),
+        "team_roles": teams,
         "now": now,
         "nav": "runs",
     }
+
+
+_FILTER_FIELDS: OrderedDict[tuple, SafeString] = OrderedDict()
+_FILTER_FIELDS_LOCK = threading.Lock()
+
+
+def filter_fields_html(form: RunFilterForm) -> SafeString:
+    """The filter form's fields, rendered once per distinct values and choices in this
+    process. The markup is a function of those alone (the errors come from the values), and
+    the list is fetched again and again with the same few filters; rendering 7 fields and
+    their widgets through templates costs about as much as the page's queries."""
+    key = (
+        tuple((name, form.data.get(name)) for name in form.fields),
+        tuple(tuple(form.fields[name].choices) for name in ("team", "workflow")),
+    )
+    with _FILTER_FIELDS_LOCK:
+        html = _FILTER_FIELDS.get(key)
+        if html is not None:
+            _FILTER_FIELDS.move_to_end(key)
+            return html
+    html = mark_safe(render_to_string("runs/run_list.html#filter-fields", {"form": form}))
+    with _FILTER_FIELDS_LOCK:
+        _FILTER_FIELDS[key] = html
+        while len(_FILTER_FIELDS) > 512:
+            _FILTER_FIELDS.popitem(last=False)
+    return html
+
+
+def list_rows(runs: list[Run], *, operable: set[int], now: datetime) -> SafeString:
+    """The list's table rows, escaped here rather than by the template engine: the list is
+    the page people keep open and refresh, and 50 rows of template tags and filters cost
+    several times their query. The markup is the template's; every value from a run
+    (workflow, team, owner, stage) is escaped."""
+    select = bool(operable)
+    if not runs:
+        return mark_safe(
+            f'<tr><td colspan="{8 if select else 7}" class="empty">No runs match.</td></tr>'
+        )
+    detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
+    out = []
+    for run in runs:
+        label, modifier = status_view(run, now=now)
+        workflow = escape(run.workflow)
+        run_id = str(run.pk)
+        short_id = run_id[:8]
+        cells = []
+        if select:
+            box = ""
+            if run.team_id in operable:
+                box = (
+                    f'<input type="checkbox" name="run" value="{run_id}" form="bulk-form" '
+                    f'id="select-{run_id}" class="row-select"><label for="select-{run_id}" '
+                    f'class="visually-hidden">Select {workflow} {short_id}</label>'
+                )
+            cells.append(f'<td class="col-select">{box}</td>')
+        cells.append(
+            f'<td><span class="badge badge-{escape(modifier)}">{escape(label)}</span></td>'
+            f'<td><a href="{detail.format(run_id)}" class="run-link">{workflow}</a> '
+            f'<span class="mono muted">{short_id}</span></td>'
+            f"<td>{escape(run.team_name)}</td>"
+            f'<td class="col-owner">{escape(run.owner or "—")}</td>'
+        )
+        progress = progress_view(run, now=now)
+        if progress["percent"] is not None:
+            cells.append(
+                f'<td><progress max="100" value="{progress["percent"]}" '
+                f'aria-label="Progress of {workflow}">{progress["percent"]}%</progress> '
+                f'<span class="small">{escape(progress["done"])}/{escape(progress["total"])}'
+                "</span></td>"
+            )
+        elif progress["stage"]:
+            cells.append(f'<td><span class="small">{escape(progress["stage"])}</span></td>')
+        else:
+            cells.append('<td><span class="muted">—</span></td>')
+        frac = budget_fraction(run)
+        if frac is not None:
+            cells.append(
+                f'<td><span class="budget budget-{budget_level(frac)}">{round(100 * frac)}%'
+                "</span></td>"
+            )
+        else:
+            cells.append('<td><span class="muted">no limit</span></td>')
+        created = run.created_at
+        cells.append(
+            f'<td><time datetime="{created.isoformat()}" '
+            f'title="{created:%Y-%m-%d %H:%M:%S} UTC">{escape(timesince(created, now))}</time>'
+            "</td>"
+        )
+        out.append(f"<tr>{''.join(cells)}</tr>")
+    return mark_safe("\n".join(out))
 
 
 def render_run_list(user: Any, query_string: str) -> str:

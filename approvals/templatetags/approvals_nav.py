@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from approvals.inbox import BADGE_CAP, pending_count
+from approvals.inbox import BADGE_CAP, Reviewer, pending_count
 
 register = template.Library()
 
@@ -14,5 +14,9 @@ register = template.Library()
 @register.inclusion_tag("approvals/_nav.html", takes_context=True)
 def approvals_nav(context: template.Context) -> dict[str, Any]:
     user = context.get("user")
-    badge = pending_count(user) if getattr(user, "is_authenticated", False) else 0
+    badge = 0
+    if getattr(user, "is_authenticated", False):
+        # A page that has read the person's roles (the runs list) passes them on.
+        reviewer = Reviewer.of(user, teams=context.get("team_roles"))
+        badge = pending_count(user, reviewer=reviewer)
     return {"badge": badge, "badge_cap": BADGE_CAP, "current": context.get("nav") == "approvals"}

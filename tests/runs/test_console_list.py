@@ -28,7 +28,7 @@ def cast(team: Team, other_team: Team) -> Cast:
 def listed(client: Client, **params: Any) -> list[str]:
     response = client.get("/runs/", params)
     assert response.status_code == 200
-    return [str(row["run"].pk) for row in response.context["rows"]]
+    return [str(run.pk) for run in response.context["page"].runs]
 
 
 def test_only_runs_of_the_users_teams(cast: Cast) -> None:
@@ -61,6 +61,25 @@ def test_rows_show_status_workflow_team_progress_budget_and_age(cast: Cast) -> N
     assert '<progress max="100" value="25"' in html and "2/8" in html
     assert 'class="budget budget-warn">85%<' in html
     assert "3\xa0hours" in html
+
+
+def test_row_values_from_runs_and_people_are_escaped(cast: Cast) -> None:
+    """The rows are built outside the template engine: what agents and people typed still
+    arrives as text, never as markup."""
+    cast.team.name = '<b id="team-markup">Team</b>'
+    cast.team.save()
+    cast.owner.username = "o<i>wner"
+    cast.owner.save()
+    run = start("t-steps", team=cast.team, user=cast.owner)
+    _set(run, status=RunStatus.RUNNING, progress={"stage": '<img src=x onerror="alert(1)">'})
+    html = cast.client("operator").get("/runs/").content.decode()
+    assert "<img" not in html and '<b id="team-markup">' not in html and "o<i>" not in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "&lt;b id=&quot;team-markup&quot;&gt;Team&lt;/b&gt;" in html
+    assert "o&lt;i&gt;wner" in html
+    assert f'value="{run.pk}" form="bulk-form"' in html  # the operator may select it
+    viewer = cast.client("viewer").get("/runs/").content.decode()
+    assert 'class="row-select"' not in viewer
 
 
 def _set(run: Run, **fields: Any) -> Run:
@@ -128,7 +147,7 @@ def test_an_invalid_filter_is_reported_and_ignored(cast: Cast) -> None:
     run = start("t-steps", team=cast.team)
     response = cast.client("owner").get("/runs/", {"status": "bogus", "created_after": "soon"})
     assert response.status_code == 200
-    assert [r["run"].pk for r in response.context["rows"]] == [run.pk]
+    assert [r.pk for r in response.context["page"].runs] == [run.pk]
     html = response.content.decode()
     assert "Select a valid choice" in html and "Enter a valid date/time" in html
 
@@ -136,7 +155,7 @@ def test_an_invalid_filter_is_reported_and_ignored(cast: Cast) -> None:
 def test_a_team_the_user_cannot_see_filters_to_nothing(cast: Cast) -> None:
     start("t-steps", team=cast.other_team)
     response = cast.client("owner").get("/runs/", {"team": "other"})
-    assert response.context["rows"] == []
+    assert response.context["page"].runs == []
 
 
 def test_search_by_id_prefix_or_input_text(cast: Cast) -> None:
@@ -175,7 +194,7 @@ def test_keyset_pages_walk_every_run_once_in_order_without_counting(
         # No COUNT over the runs table (the navigation's small badges count other things).
         counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
         assert not [sql for sql in counts if '"runs_run"' in sql], counts
-        page = [str(row["run"].pk) for row in response.context["rows"]]
+        page = [str(run.pk) for run in response.context["page"].runs]
         pages.append((dict(params), page, response.context))
         seen += page
         if not response.context["older_url"]:
@@ -186,7 +205,7 @@ def test_keyset_pages_walk_every_run_once_in_order_without_counting(
     # "Newer" from the last page comes back to the middle page.
     last_context = pages[-1][2]
     back = client.get("/runs/", {"after": last_context["page"].newer})
-    assert [str(r["run"].pk) for r in back.context["rows"]] == pages[1][1]
+    assert [str(run.pk) for run in back.context["page"].runs] == pages[1][1]
     assert back.context["newer_url"] and back.context["older_url"]
     # A tampered cursor is ignored (first page), not an error.
     assert client.get("/runs/", {"before": "x_y"}).status_code == 200
@@ -201,7 +220,7 @@ def test_paging_keeps_the_filters(cast: Cast, monkeypatch: pytest.MonkeyPatch) -
     older = response.context["older_url"]
     assert "workflow=t-noop" in older and "before=" in older
     nxt = cast.client("owner").get(older)
-    assert [r["run"].workflow for r in nxt.context["rows"]] == ["t-noop"]
+    assert [run.workflow for run in nxt.context["page"].runs] == ["t-noop"]
 
 
 def test_htmx_gets_the_fragment_named_by_its_target(cast: Cast) -> None:
