@@ -12,9 +12,10 @@ counts its person as watching the run (``notifications.presence``) while it is o
 
 A crowd watching one run costs one render per change, not one per viewer: the run's partial
 depends on the viewer only through the right to operate it, so viewers share a render
-(``SharedRenders``) that started after their change message arrived (it therefore shows that
-change). Likewise the right of each viewer to see and operate the run is read after every
-change message, by one query for all the team's viewers in the process (``rights``).
+(``SharedRenders``) that started after their change message first arrived in the process (it
+therefore shows that change; ``Arrivals``). Likewise the right of each viewer to see and
+operate the run is read after every change, by one query for all the team's viewers in the
+process (``rights``).
 """
 
 from __future__ import annotations
@@ -161,8 +162,31 @@ class SharedRenders:
         return await asyncio.shield(entry[1])
 
 
+class Arrivals:
+    """When each change message first arrived in this process (loop time). The messages of
+    one change reach a crowd of consumers one after another; a render started after the
+    first arrival shows the change, so all of them may share it (touched only on the loop)."""
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._first: dict[str, float] = {}
+
+    def since(self, event: dict[str, Any]) -> float:
+        now = asyncio.get_running_loop().time()
+        change = event.get("change")
+        if not isinstance(change, str):
+            return now
+        first = self._first.setdefault(change, now)
+        if len(self._first) > self.MAX:  # oldest first: dicts keep their insertion order
+            for key in list(self._first)[: self.MAX // 2]:
+                del self._first[key]
+        return first
+
+
 watchers = Watchers()
 renders = SharedRenders()
+arrivals = Arrivals()
 
 
 async def rights(user: Any, team_id: int, since: float) -> tuple[bool, bool]:
@@ -220,7 +244,7 @@ class RunConsumer(LiveConsumer):
             self.present_as = None
 
     async def run_changed(self, event: dict[str, Any]) -> None:
-        await self.push(since=asyncio.get_running_loop().time())
+        await self.push(since=arrivals.since(event))
 
     async def push(self, *, since: float | None = None) -> None:
         loop = asyncio.get_running_loop()

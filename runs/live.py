@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import threading
+import uuid
 from functools import partial
 from typing import Any
 
@@ -159,7 +160,9 @@ class Publisher:
         from channels.layers import get_channel_layer
 
         layer = get_channel_layer()
-        message = {"type": MESSAGE_TYPE, "run_id": run_id}
+        # ``change`` names this announcement: every consumer of a process that receives it
+        # can share one render started after its first arrival there (``runs.consumers``).
+        message = {"type": MESSAGE_TYPE, "run_id": run_id, "change": uuid.uuid4().hex}
         try:
             await layer.group_send(run_group(run_id), message)
             await layer.group_send(team_group(team_id), message)

@@ -220,7 +220,10 @@ def test_publishing_is_throttled_per_run_but_never_drops_a_status_change(setting
                 pass
         # The first at once and one trailing push for the rest.
         assert len(received) == 2
-        assert received[0] == {"type": "run.changed", "run_id": "r1"}
+        first, trailing = received
+        assert first.keys() == {"type", "run_id", "change"}
+        assert (first["type"], first["run_id"]) == ("run.changed", "r1")
+        assert first["change"] != trailing["change"]  # each announcement is named apart
         await asyncio.to_thread(publisher.submit, "r1", 1, False)
         await asyncio.to_thread(publisher.submit, "r1", 1, True)  # a status change
         forced = await asyncio.wait_for(layer.receive(channel), 0.1)
@@ -267,7 +270,42 @@ def test_a_crowd_watching_one_run_shares_one_render_per_change(
         # One render for viewers and one for operators per change message (the transition
         # and its event may come as two messages): never one per viewer.
         assert set(calls) == {False, True} and len(calls) <= 4, calls
+
+        # A crowd's copies of one change message arrive one after another (from Redis, one
+        # by one): a copy arriving after the render for the first is done still shares it.
+        layer = get_channel_layer()
+        message = {"type": live.MESSAGE_TYPE, "run_id": str(run.pk), "change": "change-1"}
+        for viewer in crowd:  # the pushes of the transition, to the last (a trailing one)
+            while not await viewer.receive_nothing(timeout=live.MIN_INTERVAL * 3):
+                await viewer.receive_from()
+        for expected_renders in (2, 0, 2):
+            calls.clear()
+            await layer.group_send(live.run_group(run.pk), message)
+            for viewer in crowd:
+                assert "badge-paused" in await viewer.receive_from(timeout=5)
+            for viewer in crowd:
+                assert await viewer.receive_nothing(timeout=0.05)
+            assert len(calls) == expected_renders, calls
+            message = {**message, "change": "change-2"} if expected_renders == 0 else message
         for viewer in crowd:
             await viewer.disconnect()
+
+    run_async(test)
+
+
+def test_arrivals_give_every_copy_of_a_change_its_first_arrival() -> None:
+    from runs.consumers import Arrivals
+
+    async def test() -> None:
+        arrivals = Arrivals()
+        first = arrivals.since({"change": "a"})
+        await asyncio.sleep(0.01)
+        assert arrivals.since({"change": "a"}) == first
+        later = arrivals.since({"change": "b"})
+        assert later > first
+        assert arrivals.since({}) >= later  # no name: now
+        for i in range(Arrivals.MAX + 1):
+            arrivals.since({"change": f"x{i}"})
+        assert len(arrivals._first) <= Arrivals.MAX
 
     run_async(test)
