@@ -21,6 +21,7 @@ process (``rights``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ from runs import live
 from runs.console import render_run_list, render_run_live_as
 from runs.models import Run
 from runs.permissions import OPERATE, VIEW, teams_for
+
+log = logging.getLogger(__name__)
 
 #: A list re-renders at most this often, however many of its runs change.
 LIST_INTERVAL = 1.0
@@ -61,6 +64,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if group not in self.groups_joined:
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.groups_joined.append(group)
+        self.listen()
+
+    def listen(self) -> None:
         if not self._listening:
             # With the in-memory layer, pushes are sent only while someone here listens.
             live.publisher.listening(asyncio.get_running_loop())
@@ -189,6 +195,115 @@ renders = SharedRenders()
 arrivals = Arrivals()
 
 
+class RunHub:
+    """The run pages' one listener in this process (per event loop and channel layer): one
+    channel of its own joins the group of each run watched here, and each change message,
+    received once, is handed to every viewer of that run in the process.
+
+    With a channel per viewer, a crowd of 1,000 cost 1,000 channel-layer messages per change,
+    each stored, read and dispatched apart (plus the consumer's own bookkeeping per message);
+    now it costs one, and each viewer one WebSocket send of the shared render.
+
+    If the hub's channel fails (the Redis went away), its viewers are closed, as their own
+    channels' failure closed them before: their pages reconnect, or poll until they can."""
+
+    #: channels_redis forgets a group member after a day (``group_expiry``); re-join well
+    #: before, whenever a viewer arrives later than this after the last join.
+    REJOIN_AFTER = 3600.0
+
+    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.layer, self.loop = layer, loop
+        self.channel: str | None = None
+        self.viewers: dict[str, dict[RunConsumer, None]] = {}  # ordered sets, by run
+        self._joined_at: dict[str, float] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def watch(self, run_id: str, viewer: RunConsumer) -> None:
+        async with self._lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+                self._reader = self.loop.create_task(self._read(self.channel))
+            self.viewers.setdefault(run_id, {})[viewer] = None
+            now = self.loop.time()
+            if now - self._joined_at.get(run_id, -self.REJOIN_AFTER) >= self.REJOIN_AFTER:
+                await self.layer.group_add(live.run_group(run_id), self.channel)
+                self._joined_at[run_id] = now
+
+    async def unwatch(self, run_id: str, viewer: RunConsumer) -> None:
+        async with self._lock:
+            viewers = self.viewers.get(run_id)
+            if viewers is None or viewers.pop(viewer, False) is False or viewers:
+                return
+            del self.viewers[run_id]
+            self._joined_at.pop(run_id, None)
+            if self.channel is not None:
+                await self.layer.group_discard(live.run_group(run_id), self.channel)
+            if not self.viewers:  # nobody watches here: stop reading until someone does
+                self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self._reader, self.channel = None, None
+        self._joined_at.clear()
+
+    async def _read(self, channel: str) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("live updates of run pages stopped", exc_info=True)
+                await self._fail()
+                return
+            if message.get("type") != live.MESSAGE_TYPE:
+                continue
+            run_id = str(message.get("run_id"))
+            viewers = list(self.viewers.get(run_id, ()))
+            if not viewers:
+                continue
+            since = arrivals.since(message)
+            task = self.loop.create_task(self._hand_over(viewers, since))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _hand_over(viewers: list[RunConsumer], since: float) -> None:
+        # One after another: the first reads the rights and starts the renders, the others
+        # find them done (``SharedRenders``) and only send.
+        for viewer in viewers:
+            try:
+                await viewer.push(since=since)
+            except Exception:  # one broken socket must not cost the others their update
+                log.warning("live update of run %s not pushed", viewer.run_id, exc_info=True)
+
+    async def _fail(self) -> None:
+        async with self._lock:
+            viewers = [v for group in self.viewers.values() for v in group]
+            self.viewers.clear()
+            self._stop_reading()
+        for viewer in viewers:
+            await viewer.close()
+
+
+_hubs: dict[tuple[int, int], RunHub] = {}
+
+
+def hub_for(layer: Any) -> RunHub:
+    """This event loop's hub for ``layer`` (a Redis layer's connections belong to a loop)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), id(layer))
+    hub = _hubs.get(key)
+    if hub is None or hub.loop is not loop or hub.layer is not layer:
+        for stale in [k for k, h in _hubs.items() if h.loop.is_closed()]:
+            del _hubs[stale]
+        hub = _hubs[key] = RunHub(layer, loop)
+    return hub
+
+
 async def rights(user: Any, team_id: int, since: float) -> tuple[bool, bool]:
     """``user``'s right to see and operate ``team_id``'s runs, read after ``since``: one query
     for every watcher of the team in this process."""
@@ -227,8 +342,12 @@ class RunConsumer(LiveConsumer):
             return
         watchers.add(self.team_id, user.pk)
         self.watching = True
-        await self.join(live.run_group(self.run_id))
+        self.run_id = str(self.run_id)
         await self.accept()
+        # After accepting (the hub may push at once); the first push below follows it, so a
+        # change in between is shown.
+        await hub_for(self.channel_layer).watch(self.run_id, self)
+        self.listen()
         # Someone watching the run in an open page gets no email about it meanwhile.
         await database_sync_to_async(presence.joined)(user.pk, self.run_id)
         self.present_as = user.pk
@@ -237,14 +356,12 @@ class RunConsumer(LiveConsumer):
     async def disconnect(self, code: int) -> None:
         await super().disconnect(code)
         if getattr(self, "watching", False):
+            await hub_for(self.channel_layer).unwatch(self.run_id, self)
             watchers.remove(self.team_id, _user(self.scope).pk)
             self.watching = False
         if getattr(self, "present_as", None) is not None:
             await database_sync_to_async(presence.left)(self.present_as, self.run_id)
             self.present_as = None
-
-    async def run_changed(self, event: dict[str, Any]) -> None:
-        await self.push(since=arrivals.since(event))
 
     async def push(self, *, since: float | None = None) -> None:
         loop = asyncio.get_running_loop()
