@@ -107,18 +107,29 @@ def watch(
     interval: float,
     name: str,
     fanout_timeout: float = 180.0,
+    crowd_processes: int = 1,
 ) -> dict[str, Any]:
-    """``viewers`` WebSockets on one run's page (the first in a client process of its own)
-    while a worker runs its ``ticks`` steps; per step, receive time - ``Step.finished_at``."""
+    """``viewers`` WebSockets on one run's page while a worker runs its ``ticks`` steps; per
+    step, receive time - ``Step.finished_at``. The first and (with more than two) the last
+    to connect have client processes of their own; the rest share ``crowd_processes``."""
     from bench.common import wait_until
     from runs.models import Run, Step
 
     run = start_ticker(ticks, interval)
     url = f"ws://127.0.0.1:{port}/ws/runs/{run.pk}/"
     origin = f"http://127.0.0.1:{port}"
+    # The server hands a change to a run's viewers in the order they connected: the first
+    # probe is served first, the last probe (connected after the crowd) last. Each has a
+    # client process of its own, so the crowd's receiving cannot delay theirs.
     groups = [("probe", 1, cookies[:1])]
-    if viewers > 1:
-        groups.append(("crowd", viewers - 1, cookies[1:] or cookies))
+    crowd = viewers - 2 if viewers > 2 else viewers - 1
+    per_process = -(-crowd // crowd_processes) if crowd else 0
+    for i in range(crowd_processes):
+        count = min(per_process, crowd - i * per_process)
+        if count > 0:
+            groups.append((f"crowd{i}", count, cookies[1:] or cookies))
+    if viewers > 2:
+        groups.append(("last-probe", 1, cookies[:1]))
     procs = []
     connect_s = {}
     try:
@@ -185,14 +196,15 @@ def watch(
                 mine.append(ms)
                 last_viewer[tick] = max(last_viewer.get(tick, 0.0), ms)
         everyone.extend(mine)
-        if group == "probe":
-            result["probe"] = figures(mine)
+        if group in ("probe", "last-probe"):
+            result[group.replace("-", "_")] = figures(mine)
     result["all"] = figures(everyone)
     result["last_viewer"] = figures(list(last_viewer.values()))
     result["missed"] = missed
     probe = result["probe"]
     _log(
         f"[live {name}] first viewer p50 {probe['p50']:.1f} ms p95 {probe['p95']:.1f} ms; "
+        f"last viewer p95 {result.get('last_probe', probe)['p95']:.1f} ms; "
         f"all viewers p95 {result['all']['p95']:.1f} ms; missed {missed}"
     )
     return result

@@ -270,15 +270,20 @@ class RunHub:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _hand_over(viewers: list[RunConsumer], since: float) -> None:
+    #: Sends queued between two turns of the event loop: the server writes the queued frames
+    #: out only when the loop turns, so the first viewers are not held until the last.
+    SENDS_PER_TURN = 100
+
+    async def _hand_over(self, viewers: list[RunConsumer], since: float) -> None:
         # One after another: the first reads the rights and starts the renders, the others
         # find them done (``SharedRenders``) and only send.
-        for viewer in viewers:
+        for i, viewer in enumerate(viewers, 1):
             try:
                 await viewer.push(since=since)
             except Exception:  # one broken socket must not cost the others their update
                 log.warning("live update of run %s not pushed", viewer.run_id, exc_info=True)
+            if i % self.SENDS_PER_TURN == 0:
+                await asyncio.sleep(0)
 
     async def _fail(self) -> None:
         async with self._lock:

@@ -309,3 +309,50 @@ def test_arrivals_give_every_copy_of_a_change_its_first_arrival() -> None:
         assert len(arrivals._first) <= Arrivals.MAX
 
     run_async(test)
+
+
+def test_one_hub_per_process_joins_a_runs_group_and_leaves_with_its_last_viewer(
+    team: Team, other_team: Team
+) -> None:
+    """Viewers of a run in one process share one member of the run's group (the hub's
+    channel); the hub leaves the group with the last of them and joins again for the next."""
+    from runs.consumers import hub_for
+
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.owner, cast.viewer)
+    group = live.run_group(run.pk)
+
+    async def members(layer: Any) -> set[str]:
+        if hasattr(layer, "groups"):  # the in-memory layer
+            return set(layer.groups.get(group, {}))
+        key = layer._group_key(group)  # channels_redis keeps a group as a sorted set
+        conn = layer.connection(layer.consistent_hash(group))
+        return {m.decode() for m in await conn.zrange(key, 0, -1)}
+
+    async def test() -> None:
+        layer = get_channel_layer()
+        first, ok = await connect(f"/ws/runs/{run.pk}/", cast.owner)
+        assert ok
+        await first.receive_from(timeout=5)
+        second, ok = await connect(f"/ws/runs/{run.pk}/", cast.viewer)
+        assert ok
+        await second.receive_from(timeout=5)
+        hub = hub_for(layer)
+        assert len(hub.viewers[str(run.pk)]) == 2
+        assert await members(layer) == {hub.channel}
+        await first.disconnect()
+        assert await members(layer) == {hub.channel}
+        await second.disconnect()
+        assert await members(layer) == set() and hub.channel is None
+        third, ok = await connect(f"/ws/runs/{run.pk}/", cast.viewer)
+        assert ok
+        await third.receive_from(timeout=5)
+        assert await members(layer) == {hub.channel}
+        await database_sync_to_async(Run.transition)(
+            run.pk, to=RunStatus.PAUSED, from_=[RunStatus.QUEUED], event="run.paused", actor="t"
+        )
+        await receive_until(third, lambda html: "badge-paused" in html)
+        await third.disconnect()
+
+    run_async(test)
