@@ -3,7 +3,7 @@ and keyset paging without counting the table."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -239,3 +239,31 @@ def test_htmx_gets_the_fragment_named_by_its_target(cast: Cast) -> None:
     # The full page links every hx-get with an href too.
     page = client.get("/runs/").content.decode()
     assert 'data-poll-url="/runs/?poll=1"' in page
+
+
+@pytest.mark.parametrize(
+    "then",
+    [
+        datetime(2026, 1, 31, 23, 59, 30, tzinfo=UTC),
+        datetime(2026, 2, 28, 0, 0, tzinfo=UTC),
+        datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+        datetime(2025, 12, 31, 23, 0, tzinfo=UTC),
+    ],
+)
+def test_the_lists_age_is_djangos_timesince(then: datetime) -> None:
+    """The list looks ages up by whole minutes; every delta says what ``timesince`` says."""
+    from django.utils.timesince import timesince
+
+    for delta in [
+        timedelta(0),
+        timedelta(seconds=59),
+        timedelta(minutes=1, seconds=30),
+        timedelta(hours=3, minutes=4, seconds=59),
+        timedelta(days=6, hours=23, minutes=59),
+        timedelta(days=27, hours=23, minutes=59, seconds=59),
+        timedelta(days=28),
+        timedelta(days=40, hours=5),
+        timedelta(days=400),
+        timedelta(minutes=-5),  # a clock ahead of ours
+    ]:
+        assert console.age(then, then + delta) == timesince(then, then + delta), delta
