@@ -109,6 +109,10 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
     pane = rita.locator("#approval-detail")
     expect(pane.get_by_role("heading", name="publish")).to_be_visible()
     expect(pane.locator("pre.json")).to_contain_text('"to": "all@example.com"')
+    # htmx wires the new pane's triggers (the diff on input) as it settles, 20 ms after the
+    # swap (``htmx-added`` goes then): type after that.
+    settling = "#approval-detail.htmx-added, #approval-detail.htmx-settling"
+    expect(rita.locator(settling)).to_have_count(0)
     pane.get_by_label("title").fill("Weekly report, checked")
     diff = pane.locator("#edit-diff")
     expect(diff.locator("del.diff-old")).to_contain_text("Weekly report")
