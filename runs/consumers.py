@@ -219,6 +219,8 @@ class RunHub:
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._due: dict[str, float] = {}  # run -> the latest change not yet handed over
+        self._handing: set[str] = set()
 
     async def watch(self, run_id: str, viewer: RunConsumer) -> None:
         async with self._lock:
@@ -262,24 +264,40 @@ class RunHub:
             if message.get("type") != live.MESSAGE_TYPE:
                 continue
             run_id = str(message.get("run_id"))
-            viewers = list(self.viewers.get(run_id, ()))
-            if not viewers:
+            if run_id not in self.viewers:
                 continue
+            # At most one hand-over per run at a time; changes arriving meanwhile make one
+            # more, of the latest of them, when it ends.
             since = arrivals.since(message)
-            task = self.loop.create_task(self._hand_over(viewers, since))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._due[run_id] = max(since, self._due.get(run_id, since))
+            if run_id not in self._handing:
+                self._handing.add(run_id)
+                task = self.loop.create_task(self._hand_overs(run_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _hand_overs(self, run_id: str) -> None:
+        try:
+            while run_id in self._due:
+                since = self._due.pop(run_id)
+                await self._hand_over(list(self.viewers.get(run_id, ())), since)
+        finally:
+            self._handing.discard(run_id)
 
     #: Sends queued between two turns of the event loop: the server writes the queued frames
     #: out only when the loop turns, so the first viewers are not held until the last.
     SENDS_PER_TURN = 100
 
     async def _hand_over(self, viewers: list[RunConsumer], since: float) -> None:
-        # One after another: the first reads the rights and starts the renders, the others
-        # find them done (``SharedRenders``) and only send.
+        # One after another: the first viewer of each person reads the rights and the render
+        # (shared, ``SharedRenders``); everyone else is only sent what their person sees.
+        seen: dict[int, str | None] = {}
         for i, viewer in enumerate(viewers, 1):
             try:
-                await viewer.push(since=since)
+                person = viewer.person_id
+                if person not in seen:
+                    seen[person] = await viewer.render_for(since)
+                await viewer.deliver(seen[person])
             except Exception:  # one broken socket must not cost the others their update
                 log.warning("live update of run %s not pushed", viewer.run_id, exc_info=True)
             if i % self.SENDS_PER_TURN == 0:
@@ -346,6 +364,7 @@ class RunConsumer(LiveConsumer):
             await self.close()
             return
         watchers.add(self.team_id, user.pk)
+        self.person_id: int = user.pk
         self.watching = True
         self.run_id = str(self.run_id)
         await self.accept()
@@ -369,21 +388,27 @@ class RunConsumer(LiveConsumer):
             self.present_as = None
 
     async def push(self, *, since: float | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        since = loop.time() if since is None else since
+        since = asyncio.get_running_loop().time() if since is None else since
+        await self.deliver(await self.render_for(since))
+
+    async def render_for(self, since: float) -> str | None:
+        """The run's partial as this viewer may see it, from a render started after
+        ``since``; None when they may no longer see it (or the run is gone)."""
         may_view, may_operate = await rights(_user(self.scope), self.team_id, since)
-        html = None
-        if may_view:
-            run_id = self.run_id
-            html = await renders.get(
-                ("run", str(run_id), may_operate),
-                since,
-                lambda: render_run_live_as(run_id, may_operate=may_operate),
-            )
+        if not may_view:
+            return None
+        run_id = self.run_id
+        return await renders.get(
+            ("run", run_id, may_operate),
+            since,
+            lambda: render_run_live_as(run_id, may_operate=may_operate),
+        )
+
+    async def deliver(self, html: str | None) -> None:
         if html is None:  # access was taken away (or the run is gone): stop watching
             await self.close()
             return
-        await self.send(text_data=html)
+        await self.base_send({"type": "websocket.send", "text": html})
 
 
 class RunListConsumer(LiveConsumer):

@@ -356,3 +356,66 @@ def test_one_hub_per_process_joins_a_runs_group_and_leaves_with_its_last_viewer(
         await third.disconnect()
 
     run_async(test)
+
+
+def test_changes_arriving_during_a_hand_over_make_one_more_of_the_latest() -> None:
+    """A hub hands changes of a run over one at a time: five changes arriving while the
+    first is handed over make one more hand-over, of the latest, not five."""
+    from runs.consumers import RunHub, arrivals
+
+    class Layer:
+        def __init__(self) -> None:
+            self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def new_channel(self) -> str:
+            return "hub-channel"
+
+        async def group_add(self, group: str, channel: str) -> None:
+            pass
+
+        async def receive(self, channel: str) -> dict[str, Any]:
+            return await self.inbox.get()
+
+    class Viewer:
+        run_id = "r1"
+
+        def __init__(self, person_id: int) -> None:
+            self.person_id = person_id
+            self.rendered: list[float] = []
+            self.sent: list[str] = []
+
+        async def render_for(self, since: float) -> str:
+            self.rendered.append(since)
+            await asyncio.sleep(0.05)
+            return f"since {since}"
+
+        async def deliver(self, html: str | None) -> None:
+            assert html is not None
+            self.sent.append(html)
+
+    async def test() -> None:
+        layer = Layer()
+        hub = RunHub(layer, asyncio.get_running_loop())
+        ann, bob, ann_again = Viewer(1), Viewer(2), Viewer(1)
+        for viewer in (ann, bob, ann_again):
+            await hub.watch("r1", viewer)  # type: ignore[arg-type]
+
+        def change(i: int) -> dict[str, Any]:
+            return {"type": live.MESSAGE_TYPE, "run_id": "r1", "change": f"c{i}"}
+
+        await layer.inbox.put(change(0))
+        await asyncio.sleep(0.01)  # the first hand-over is rendering
+        for i in range(1, 6):
+            await layer.inbox.put(change(i))
+            await asyncio.sleep(0.001)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while (hub._handing or len(bob.sent) < 2) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        latest = arrivals.since(change(5))
+        assert len(bob.sent) == 2 and bob.rendered[-1] == latest
+        # One render per person per hand-over: ann's second socket gets ann's render.
+        assert ann_again.rendered == [] and ann_again.sent == ann.sent
+        hub._stop_reading()
+
+    run_async(test)
