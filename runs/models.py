@@ -272,6 +272,12 @@ class Run(RunOperations, models.Model):
                 condition=Q(status="running", step_deadline_at__isnull=False),
             ),
             models.Index(fields=["team", "status", "-created_at"], name="run_team_status"),
+            # The console's "over 80 % of budget" view, newest first: few runs, read by page.
+            models.Index(
+                fields=["-created_at", "-id"],
+                name="run_over_budget",
+                condition=~Q(budget_warned=[]),
+            ),
         ]
 
     def __str__(self) -> str:
