@@ -75,6 +75,17 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, LIST_TEMPLATE, context)
 
 
+@never_cache
+@console_login_required
+@require_GET
+def notification_bell(request: HttpRequest) -> HttpResponse:
+    """The bell's count alone: what the page polls while its socket cannot connect (with
+    ``?poll=1`` the answer keeps polling; a push, once the socket is back, stops it)."""
+    context = bell.bell_context(request.user)
+    context["polling"] = request.GET.get("poll") == "1"
+    return TemplateResponse(request, "notifications/_bell.html#notifications-bell", context)
+
+
 @console_login_required
 @require_POST
 def notification_read(request: HttpRequest, message_id: int) -> HttpResponse:

@@ -13,8 +13,8 @@
   });
 
   // When the live socket cannot connect (or drops), the live partials poll their own URL
-  // every 2 s. A partial pushed once the socket is back carries no polling attributes, so
-  // the push itself ends the polling.
+  // every 2 s (or their data-poll-every). A partial pushed once the socket is back carries
+  // no polling attributes, so the push itself ends the polling.
   function startPolling(root) {
     var nodes = root.querySelectorAll("[data-poll-url]");
     Array.prototype.forEach.call(nodes, function (el) {
@@ -22,7 +22,7 @@
         return;
       }
       el.setAttribute("hx-get", el.getAttribute("data-poll-url"));
-      el.setAttribute("hx-trigger", "every 2s");
+      el.setAttribute("hx-trigger", "every " + (el.getAttribute("data-poll-every") || "2s"));
       el.setAttribute("hx-swap", "outerHTML");
       if (window.htmx) {
         window.htmx.process(el);

@@ -47,6 +47,28 @@ def test_the_list_needs_a_sign_in(client: Client) -> None:
     assert client.post("/notifications/read-all/").status_code == 302
 
 
+def test_the_bell_alone_is_what_a_page_without_its_socket_polls(
+    client: Client, people: People
+) -> None:
+    assert client.get("/notifications/bell/").status_code == 302  # signed in only
+    in_app(people.owner)
+    in_app(people.owner, read_at=timezone.now())
+    in_app(people.mate)
+    owner = client_of(people.owner)
+    once = owner.get("/notifications/bell/").content.decode()
+    assert re.match(r'<span id="notifications-bell"[^>]*>1<span', once)
+    assert 'data-poll-url="/notifications/bell/?poll=1"' in once and "hx-trigger" not in once
+    # While polling, the answer keeps polling; a push carries no polling attributes.
+    polled = owner.get("/notifications/bell/?poll=1").content.decode()
+    assert 'hx-trigger="every 15s"' in polled and 'hx-get="/notifications/bell/?poll=1"' in polled
+    pushed = bell.render_bell(people.owner)
+    assert "hx-trigger" not in pushed and 'hx-swap-oob="true"' in pushed
+    assert re.match(
+        r'<span id="notifications-bell"[^>]* hidden',
+        client_of(people.outsider).get("/notifications/bell/").content.decode(),
+    )
+
+
 def test_a_finished_run_rings_its_owners_bell_and_lists_the_message(people, drive) -> None:
     run = drive(start(people.owner).pk)
     pump()

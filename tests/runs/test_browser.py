@@ -60,13 +60,19 @@ def _no_browser(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One `manage.py serve --workers 2` on its own SQLite data dir; yields its base URL."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """One `manage.py serve --workers 2` on its own SQLite data dir; yields its base URL and
+    its environment (for management commands against the same data)."""
     env = embedded_env(tmp_path_factory.mktemp("browser-serve"))
     manage(env, "migrate", "-v0")
     manage(env, "shell", "-c", USERS_SCRIPT)
-    with serving(env) as served:
-        yield served.base
+    with serving(env) as running:
+        yield running.base, env
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[str, dict[str, str]]) -> str:
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -300,3 +306,63 @@ def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
     ).click()
     expect(olive.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
     assert still_same_document(olive), "the page was reloaded"
+
+
+START_FOR_OTTO = textwrap.dedent(
+    """
+    from django.contrib.auth.models import User
+    from runs.models import Run
+
+    otto = User.objects.get(username="otto")
+    run, _ = Run.start("t-noop", {}, team="alpha", actor="user:otto", user=otto)
+    print(run.pk)
+    """
+)
+NOTIFY_OTTO = textwrap.dedent(
+    """
+    from django.contrib.auth.models import User
+    from notifications.models import Message
+
+    Message.objects.create(
+        user=User.objects.get(username="otto"), channel="in_app", subject="Polled",
+        text="Polled", status="sent",
+    )
+    """
+)
+
+
+def test_without_websockets_the_list_and_the_bell_poll(
+    new_page: Any, served: tuple[str, dict[str, str]]
+) -> None:
+    """A browser whose WebSockets are refused (a proxy that does not pass them) still sees
+    new runs in the list and its unread count in the bell: both poll."""
+    from playwright.sync_api import expect
+
+    base, env = served
+    page = new_page()
+    refused: list[str] = []
+
+    def refuse(ws: Any) -> None:
+        refused.append(ws.url)
+        ws.close()
+
+    page.route_web_socket(re.compile(r"/ws/"), refuse)
+    sign_in(page, base, "otto")
+    page.goto(f"{base}/runs/")
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#runs-table[hx-trigger='every 2s']")).to_have_count(1)
+    expect(page.locator("#notifications-bell[hx-trigger='every 15s']")).to_have_count(1)
+    assert any("/ws/runs/" in url for url in refused)
+    assert any("/ws/notifications/" in url for url in refused)
+
+    # The bell first: the run below brings notifications of its own.
+    expect(page.locator("#notifications-bell")).to_be_hidden()
+    manage(env, "shell", "-c", NOTIFY_OTTO)
+    expect(page.locator("#notifications-bell")).to_have_text(
+        re.compile(r"^\s*1\s+unread"), timeout=LIVE_TIMEOUT_MS + 15_000
+    )
+    run_id = manage(env, "shell", "-c", START_FOR_OTTO).strip().splitlines()[-1]
+    expect(page.locator(f"#runs-table a[href='/runs/{run_id}/']")).to_be_visible(
+        timeout=LIVE_TIMEOUT_MS
+    )
+    assert still_same_document(page), "the page was reloaded"
