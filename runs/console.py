@@ -175,8 +175,8 @@ def filter_runs(
     """The runs ``user`` may see that match the valid filters of ``form`` (all of them without
     one); ``teams``, their roles when the caller has read them already."""
     now = now or timezone.now()
-    if teams is None:
-        qs = runs_visible_to(user)
+    if teams is None or getattr(user, "is_superuser", False):
+        qs = runs_visible_to(user)  # a superuser's teams: a subquery, not a list of all
     else:
         qs = Run.objects.filter(team_id__in=[t.id for t in teams if t.holds(VIEW)])
     if form is None:  # no filters
@@ -566,6 +566,9 @@ def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -
     }
 
 
+_STATUS_LABELS = dict(RunStatus.choices)
+
+
 @dataclass(slots=True)
 class ListedRun:
     """A run as the list reads it: its columns as plain values rather than a model instance
@@ -601,7 +604,7 @@ class ListedRun:
         return self.id
 
     def get_status_display(self) -> str:
-        return str(RunStatus(self.status).label)
+        return str(_STATUS_LABELS.get(self.status, self.status))
 
 
 _FILTER_FIELDS: OrderedDict[tuple, SafeString] = OrderedDict()

@@ -21,6 +21,7 @@ process (``rights``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -287,12 +288,20 @@ class RunHub:
     #: Sends queued between two turns of the event loop: the server writes the queued frames
     #: out only when the loop turns, so the first viewers are not held until the last.
     SENDS_PER_TURN = 100
+    #: A hand-over running longer than this (seconds) reads rights and renders again.
+    REREAD_AFTER = 0.5
 
     async def _hand_over(self, viewers: list[RunConsumer], since: float) -> None:
         # One after another: the first viewer of each person reads the rights and the render
         # (shared, ``SharedRenders``); everyone else is only sent what their person sees.
         seen: dict[int, str | None] = {}
+        started = self.loop.time()
         for i, viewer in enumerate(viewers, 1):
+            if self.loop.time() - started > self.REREAD_AFTER:
+                # A long hand-over reads the rights (and the run) again for the rest, so a
+                # right taken away meanwhile is not used for long.
+                started = since = self.loop.time()
+                seen.clear()
             try:
                 person = viewer.person_id
                 if person not in seen:
@@ -309,7 +318,8 @@ class RunHub:
             self.viewers.clear()
             self._stop_reading()
         for viewer in viewers:
-            await viewer.close()
+            with contextlib.suppress(Exception):
+                await viewer.close()
 
 
 _hubs: dict[tuple[int, int], RunHub] = {}
@@ -367,22 +377,29 @@ class RunConsumer(LiveConsumer):
         self.person_id: int = user.pk
         self.watching = True
         self.run_id = str(self.run_id)
-        await self.accept()
-        # After accepting (the hub may push at once); the first push below follows it, so a
-        # change in between is shown.
-        await hub_for(self.channel_layer).watch(self.run_id, self)
-        self.listen()
-        # Someone watching the run in an open page gets no email about it meanwhile.
-        await database_sync_to_async(presence.joined)(user.pk, self.run_id)
-        self.present_as = user.pk
-        await self.push()
+        try:
+            await self.accept()
+            # After accepting (the hub may push at once); the first push below follows it,
+            # so a change in between is shown.
+            await hub_for(self.channel_layer).watch(self.run_id, self)
+            self.listen()
+            # Someone watching the run in an open page gets no email about it meanwhile.
+            await database_sync_to_async(presence.joined)(user.pk, self.run_id)
+            self.present_as = user.pk
+            await self.push()
+        except BaseException:
+            # Channels does not call ``disconnect`` for a connect that failed: without this
+            # the hub would keep handing changes to a socket that is gone.
+            with contextlib.suppress(Exception):
+                await self.disconnect(1011)
+            raise
 
     async def disconnect(self, code: int) -> None:
         await super().disconnect(code)
         if getattr(self, "watching", False):
-            await hub_for(self.channel_layer).unwatch(self.run_id, self)
-            watchers.remove(self.team_id, _user(self.scope).pk)
             self.watching = False
+            watchers.remove(self.team_id, self.person_id)
+            await hub_for(self.channel_layer).unwatch(self.run_id, self)
         if getattr(self, "present_as", None) is not None:
             await database_sync_to_async(presence.left)(self.present_as, self.run_id)
             self.present_as = None

@@ -419,3 +419,31 @@ def test_changes_arriving_during_a_hand_over_make_one_more_of_the_latest() -> No
         hub._stop_reading()
 
     run_async(test)
+
+
+def test_a_run_socket_whose_connect_fails_leaves_nothing_behind(
+    team: Team, other_team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Channels calls no ``disconnect`` for a connect that raised: the consumer undoes its
+    own registration, or the hub would keep pushing to a socket that is gone."""
+    from runs import consumers
+
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.owner)
+
+    def broken(user_id: int, run_id: Any) -> None:
+        raise RuntimeError("presence is down")
+
+    monkeypatch.setattr(consumers.presence, "joined", broken)
+
+    async def test() -> None:
+        layer = get_channel_layer()
+        viewer, _ = await connect(f"/ws/runs/{run.pk}/", cast.owner)
+        with pytest.raises(RuntimeError, match="presence is down"):
+            await viewer.wait(timeout=5)
+        hub = consumers.hub_for(layer)
+        assert str(run.pk) not in hub.viewers and hub.channel is None
+        assert cast.owner.pk not in consumers.watchers.of(team.pk)
+
+    run_async(test)
