@@ -36,8 +36,11 @@ from approvals.models import ApprovalRequest, Decision
 from approvals.review import detail_context, diff_of, edit_fields
 from notifications.bell import mark_approval_read
 from runs.views.common import (
+    back_to,
     console_login_required,
     render_fragments,
+    report_form_errors,
+    report_outcomes,
     toasts_oob,
     wants_fragment,
 )
@@ -226,20 +229,6 @@ def decide_many(user: Any, ids: list[str], verdict: str, *, comment: str = "") -
     return outcomes
 
 
-def summary(outcomes: Counter[str]) -> str:
-    """ "3 approved, 1 already decided, 1 not allowed"."""
-    return ", ".join(f"{outcomes[o]} {o}" for o in OUTCOMES if outcomes[o])
-
-
-def _inbox_url(query: str) -> str:
-    """The inbox with the filters the person had (only the inbox's own parameters)."""
-    params = QueryDict(query)
-    keep = set(InboxFilterForm.base_fields) | {"after"}
-    kept = {k: v for k, v in params.items() if k in keep and v}
-    url = reverse("approval-inbox")
-    return f"{url}?{urlencode(kept)}" if kept else url
-
-
 @console_login_required
 @require_POST
 def inbox_bulk(request: HttpRequest) -> HttpResponse:
@@ -248,9 +237,7 @@ def inbox_bulk(request: HttpRequest) -> HttpResponse:
     form = BulkDecisionForm(request.POST)
     status = 200
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        report_form_errors(request, form)
         status = 422
     else:
         verdict = form.cleaned_data["verdict"]
@@ -260,11 +247,8 @@ def inbox_bulk(request: HttpRequest) -> HttpResponse:
             verdict,
             comment=form.cleaned_data["comment"],
         )
-        text = f"{BULK_VERDICTS[verdict]}: {summary(outcomes)}."
-        if any(outcomes[o] for o in DONE):
-            messages.success(request, text)
-        else:
-            messages.warning(request, text)
+        report_outcomes(request, BULK_VERDICTS[verdict], outcomes, order=OUTCOMES, done=DONE)
     if request.htmx:
         return HttpResponse(_screen_oob(request) + toasts_oob(request), status=status)
-    return redirect(_inbox_url(request.POST.get("query", "")))
+    keep = {*InboxFilterForm.base_fields, "after"}
+    return redirect(back_to("approval-inbox", request.POST.get("query", ""), keep))

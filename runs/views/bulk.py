@@ -11,12 +11,9 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from typing import Any
-from urllib.parse import urlencode
 
-from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runs.console import RunFilterForm
@@ -24,7 +21,13 @@ from runs.exceptions import AgentopsError, IllegalTransition
 from runs.forms import BULK_ACTIONS, BulkActionForm
 from runs.models import TERMINAL, Run, RunStatus
 from runs.permissions import OPERATE, actor_for, can, runs_visible_to
-from runs.views.common import console_login_required, toasts_oob
+from runs.views.common import (
+    back_to,
+    console_login_required,
+    report_form_errors,
+    report_outcomes,
+    toasts_oob,
+)
 
 #: Outcomes in the order the summary names them.
 OUTCOMES = (
@@ -94,20 +97,6 @@ def act_on_runs(user: Any, run_ids: list[str], action: str) -> Counter[str]:
     return outcomes
 
 
-def summary(outcomes: Counter[str]) -> str:
-    """The counts in words: ``3 stopping, 1 already finished, 2 not allowed``."""
-    return ", ".join(f"{outcomes[o]} {o}" for o in OUTCOMES if outcomes[o])
-
-
-def _list_url(query: str) -> str:
-    """The list with the filters the person had (only the list's own parameters)."""
-    params = QueryDict(query)
-    keep = set(RunFilterForm.base_fields) | {"before", "after"}
-    kept = {k: v for k, v in params.items() if k in keep and v}
-    url = reverse("run-list")
-    return f"{url}?{urlencode(kept)}" if kept else url
-
-
 @console_login_required
 @require_POST
 def run_bulk(request: HttpRequest) -> HttpResponse:
@@ -116,18 +105,13 @@ def run_bulk(request: HttpRequest) -> HttpResponse:
     form = BulkActionForm(request.POST)
     status = 200
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
+        report_form_errors(request, form)
         status = 422
     else:
         action = form.cleaned_data["action"]
         outcomes = act_on_runs(request.user, form.cleaned_data["run"], action)
-        text = f"{BULK_ACTIONS[action]}: {summary(outcomes)}."
-        if any(outcomes[o] for o in DONE):
-            messages.success(request, text)
-        else:
-            messages.warning(request, text)
+        report_outcomes(request, BULK_ACTIONS[action], outcomes, order=OUTCOMES, done=DONE)
     if request.htmx:
         return HttpResponse(toasts_oob(request), status=status)
-    return redirect(_list_url(request.POST.get("query", "")))
+    keep = {*RunFilterForm.base_fields, "before", "after"}
+    return redirect(back_to("run-list", request.POST.get("query", ""), keep))

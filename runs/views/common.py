@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
 from runs.models import Run
@@ -82,3 +85,37 @@ def render_fragments(
     parts.append(extra)
     parts.append(toasts_oob(request))
     return HttpResponse("".join(parts), status=status)
+
+
+# --- bulk actions (the runs list and the approvals inbox) ---------------------------------
+def report_form_errors(request: HttpRequest, form: Any) -> None:
+    """Each error of ``form`` as an error toast."""
+    for errors in form.errors.values():
+        for error in errors:
+            messages.error(request, error)
+
+
+def report_outcomes(
+    request: HttpRequest,
+    title: str,
+    outcomes: Counter[str],
+    *,
+    order: tuple[str, ...],
+    done: frozenset[str],
+) -> None:
+    """One toast with the counts in words (``Pause: 3 paused, 1 not allowed.``): a success
+    when any was done, a warning when none was."""
+    text = f"{title}: " + ", ".join(f"{outcomes[o]} {o}" for o in order if outcomes[o]) + "."
+    if any(outcomes[o] for o in done):
+        messages.success(request, text)
+    else:
+        messages.warning(request, text)
+
+
+def back_to(view_name: str, query: str, keep: Iterable[str]) -> str:
+    """The page ``view_name`` with the parameters of ``query`` that it knows (``keep``): a
+    form posted without JS goes back to the page it was on, with its filters."""
+    keep = set(keep)
+    kept = {k: v for k, v in QueryDict(query).items() if k in keep and v}
+    url = reverse(view_name)
+    return f"{url}?{urlencode(kept)}" if kept else url

@@ -186,62 +186,77 @@
     );
   }
 
-  // Bulk selection on the runs list. Pushes re-render the rows, so the selection is kept
-  // here and put back after every swap; what is sent is what is ticked on screen.
-  var selected = {};
-  function restoreSelection() {
-    var boxes = document.querySelectorAll("input.row-select");
-    var all = document.getElementById("select-all");
-    var kept = {};
-    var ticked = 0;
-    Array.prototype.forEach.call(boxes, function (box) {
-      box.checked = selected[box.value] === true;
-      if (box.checked) {
-        kept[box.value] = true;
-        ticked += 1;
+  // Bulk selection (the runs list, the approvals inbox). Pushes re-render the rows, so the
+  // selection is kept here and put back after every swap; what is sent is what is ticked on
+  // screen.
+  function bulkSelection(spec) {
+    var selected = {};
+    function boxes() {
+      return document.querySelectorAll(spec.boxes);
+    }
+    function restore() {
+      var all = document.getElementById(spec.all);
+      var kept = {};
+      var ticked = 0;
+      var shown = boxes();
+      Array.prototype.forEach.call(shown, function (box) {
+        box.checked = selected[box.value] === true;
+        if (box.checked) {
+          kept[box.value] = true;
+          ticked += 1;
+        }
+      });
+      selected = kept;
+      if (all) {
+        all.checked = shown.length > 0 && ticked === shown.length;
+        all.indeterminate = ticked > 0 && ticked < shown.length;
+      }
+      var count = document.getElementById(spec.count);
+      if (count) {
+        count.textContent =
+          ticked === 1 ? "1 " + spec.one + " selected:" : ticked + " " + spec.many + " selected:";
+      }
+    }
+    document.addEventListener("change", function (evt) {
+      var box = evt.target;
+      if (!(box instanceof HTMLInputElement)) {
+        return;
+      }
+      if (box.id === spec.all) {
+        Array.prototype.forEach.call(boxes(), function (b) {
+          selected[b.value] = box.checked;
+        });
+        restore();
+      } else if (box.matches(spec.boxes)) {
+        selected[box.value] = box.checked;
+        restore();
       }
     });
-    selected = kept;
-    if (all) {
-      all.checked = boxes.length > 0 && ticked === boxes.length;
-      all.indeterminate = ticked > 0 && ticked < boxes.length;
-    }
-    var count = document.getElementById("bulk-count");
-    if (count) {
-      count.textContent = ticked === 1 ? "1 run selected:" : ticked + " runs selected:";
-    }
-  }
-  document.addEventListener("change", function (evt) {
-    var box = evt.target;
-    if (!(box instanceof HTMLInputElement)) {
-      return;
-    }
-    if (box.id === "select-all") {
-      Array.prototype.forEach.call(document.querySelectorAll("input.row-select"), function (b) {
-        selected[b.value] = box.checked;
-      });
-      restoreSelection();
-    } else if (box.classList.contains("row-select")) {
-      selected[box.value] = box.checked;
-      restoreSelection();
-    }
-  });
-  document.addEventListener("htmx:afterRequest", function (evt) {
-    // A bulk action that went through clears the selection.
-    if (evt.detail.elt && evt.detail.elt.id === "bulk-form" && evt.detail.successful) {
-      selected = {};
-      restoreSelection();
-    }
-  });
-  document.addEventListener("htmx:afterSettle", restoreSelection);
-  document.addEventListener("htmx:oobAfterSwap", restoreSelection);
-  document.addEventListener("htmx:wsAfterMessage", restoreSelection);
-  document.addEventListener("DOMContentLoaded", function () {
-    // The browser may have kept boxes ticked across a reload or a visit back.
-    Array.prototype.forEach.call(document.querySelectorAll("input.row-select"), function (b) {
-      selected[b.value] = b.checked;
+    document.addEventListener("htmx:afterRequest", function (evt) {
+      // A bulk action that went through clears the selection.
+      if (evt.detail.elt && evt.detail.elt.id === spec.form && evt.detail.successful) {
+        selected = {};
+        restore();
+      }
     });
-    restoreSelection();
+    document.addEventListener("htmx:afterSettle", restore);
+    document.addEventListener("htmx:oobAfterSwap", restore);
+    document.addEventListener("htmx:wsAfterMessage", restore);
+    document.addEventListener("DOMContentLoaded", function () {
+      // The browser may have kept boxes ticked across a reload or a visit back.
+      Array.prototype.forEach.call(boxes(), function (b) {
+        selected[b.value] = b.checked;
+      });
+      restore();
+    });
+  }
+  bulkSelection({
+    form: "bulk-form", boxes: "input.row-select", all: "select-all", count: "bulk-count",
+    one: "run", many: "runs"
+  });
+  bulkSelection({
+    form: "inbox-bulk", boxes: "input.approval-select", all: "inbox-select-all",
+    count: "inbox-bulk-count", one: "request", many: "requests"
   });
 
   // Countdowns ("next retry in 12 s") tick between pushes.

@@ -104,6 +104,13 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
             page.get_by_role("link", name=re.compile(r"^Approvals\s+1 waiting on you"))
         ).to_be_visible()
 
+    # The row can be ticked for a bulk decision; the bar counts it.
+    tick = rita.locator(ROWS, has_text="publish").locator("input.approval-select")
+    tick.check()
+    expect(rita.locator("#inbox-bulk-count")).to_have_text("1 request selected:")
+    tick.uncheck()
+    expect(rita.locator("#inbox-bulk-count")).to_have_text("0 requests selected:")
+
     # Rita opens it in the pane, retitles it (the diff shows old → new) and approves.
     rita.locator(ROWS).get_by_role("link", name="publish").click()
     pane = rita.locator("#approval-detail")

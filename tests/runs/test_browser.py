@@ -366,3 +366,28 @@ def test_without_websockets_the_list_and_the_bell_poll(
         timeout=LIVE_TIMEOUT_MS
     )
     assert still_same_document(page), "the page was reloaded"
+
+
+def test_bulk_selection_counts_what_is_ticked(
+    new_page: Any, served: tuple[str, dict[str, str]]
+) -> None:
+    from playwright.sync_api import expect
+
+    base, env = served
+    for _ in range(2):
+        manage(env, "shell", "-c", START_FOR_OTTO)
+    page = new_page()
+    sign_in(page, base, "otto")
+    page.goto(f"{base}/runs/")
+    boxes = page.locator("input.row-select")
+    expect(boxes.nth(1)).to_be_visible()
+    shown = boxes.count()
+    count = page.locator("#bulk-count")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    expect(count).to_have_text("2 runs selected:")
+    page.locator("#select-all").check()
+    expect(count).to_have_text(f"{shown} runs selected:")
+    boxes.nth(0).uncheck()
+    expect(count).to_have_text(f"{shown - 1} runs selected:")
+    assert page.locator("#select-all").evaluate("el => el.indeterminate")
