@@ -168,14 +168,23 @@ if CHANNEL_LAYER_URL.startswith("memory://"):
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 elif CHANNEL_LAYER_URL.startswith(("redis://", "rediss://")):
     # One daphne process holds many WebSockets: redis-py's pool (100 connections by default)
-    # would refuse a crowd, and its 5 s read timeout equals the 5 s channels_redis blocks for a
-    # message, so on a busy loop a waiting consumer could time out and be closed.
+    # would refuse a crowd. No socket timeout: its 5 s default equals the 5 s channels_redis
+    # blocks for a message (a waiting consumer on a busy loop timed out and was closed), and
+    # any timeout makes redis-py write through ``asyncio.wait_for``, which on Python 3.11 can
+    # swallow a cancellation (CPython gh-86296): a cancelled receive then polled Redis
+    # forever. The read that waits, BZPOPMIN, has its own timeout; keepalive finds a peer
+    # that vanished.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [
-                    {"address": CHANNEL_LAYER_URL, "max_connections": 2000, "socket_timeout": 30}
+                    {
+                        "address": CHANNEL_LAYER_URL,
+                        "max_connections": 2000,
+                        "socket_timeout": None,
+                        "socket_keepalive": True,
+                    }
                 ]
             },
         }

@@ -262,6 +262,8 @@ class RunHub:
                 log.warning("live updates of run pages stopped", exc_info=True)
                 await self._fail()
                 return
+            if self.channel != channel:
+                return  # stopped reading, and the cancellation was lost on the way
             if message.get("type") != live.MESSAGE_TYPE:
                 continue
             run_id = str(message.get("run_id"))

@@ -447,3 +447,70 @@ def test_a_run_socket_whose_connect_fails_leaves_nothing_behind(
         assert cast.owner.pk not in consumers.watchers.of(team.pk)
 
     run_async(test)
+
+
+def test_a_cancelled_receive_on_the_configured_layer_always_ends() -> None:
+    """The hub stops reading by cancelling its receive. A receive that outlived its
+    cancellation would poll the channel layer for ever (and hang the process's shutdown):
+    cancelled at every moment of its life, each one ends."""
+
+    async def test() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        loop = asyncio.get_running_loop()
+        survivors = 0
+        for i in range(300):
+            task = loop.create_task(layer.receive(channel))
+            for _ in range(i % 12):  # cancel after 0..11 turns of the loop
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=3)
+            if not done:
+                survivors += 1
+                task.cancel()
+        assert survivors == 0
+
+    run_async(test)
+
+
+def test_a_hub_reader_that_outlives_its_cancellation_stops_at_its_next_message() -> None:
+    """Even if a layer swallowed the cancellation, a reader of a hub that stopped reading
+    ends at the next message it gets instead of handing it to nobody for ever."""
+    from runs.consumers import RunHub
+
+    class Layer:
+        def __init__(self) -> None:
+            self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def new_channel(self) -> str:
+            return "hub-channel"
+
+        async def group_add(self, group: str, channel: str) -> None:
+            pass
+
+        async def group_discard(self, group: str, channel: str) -> None:
+            pass
+
+        async def receive(self, channel: str) -> dict[str, Any]:
+            while True:
+                try:
+                    return await self.inbox.get()
+                except asyncio.CancelledError:
+                    continue  # the lost cancellation
+
+    async def test() -> None:
+        layer = Layer()
+        hub = RunHub(layer, asyncio.get_running_loop())
+        viewer = object()
+        await hub.watch("r1", viewer)  # type: ignore[arg-type]
+        reader = hub._reader
+        assert reader is not None
+        await asyncio.sleep(0.01)  # the reader waits in the layer's receive
+        await hub.unwatch("r1", viewer)  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert not reader.done()  # the layer kept it reading
+        await layer.inbox.put({"type": live.MESSAGE_TYPE, "run_id": "r1", "change": "c"})
+        done, _ = await asyncio.wait([reader], timeout=5)
+        assert done
+
+    run_async(test)
