@@ -55,7 +55,10 @@ def in_app_of(user: Any) -> QuerySet[Message]:
 
 def unread_count(user: Any) -> int:
     """Unread in-app messages of ``user``, counted up to ``BELL_CAP + 1``."""
-    return in_app_of(user).filter(read_at__isnull=True)[: BELL_CAP + 1].count()
+    # Reads up to the cap's ids rather than counting a sliced query: the same figure, without
+    # the subquery's compilation (on every page, the bell was a tenth of the list's time).
+    unread = in_app_of(user).filter(read_at__isnull=True).order_by()
+    return len(unread.values_list("pk", flat=True)[: BELL_CAP + 1])
 
 
 def render_bell(user: Any, *, oob: bool = True) -> str:

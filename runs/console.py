@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import json
 import re
 import threading
@@ -28,7 +29,6 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
@@ -661,7 +661,8 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
     """The list's table rows, escaped here rather than by the template engine: the list is
     the page people keep open and refresh, and 50 rows of template tags and filters cost
     several times their query. The markup is the template's; every value from a run
-    (workflow, team, owner, stage) is escaped."""
+    (workflow, team, owner, stage) is escaped (``html.escape``, as Django's ``escape`` does,
+    without its wrapper for lazy strings: 350 calls a page)."""
     select = bool(operable)
     if not runs:
         return mark_safe(
@@ -669,9 +670,10 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
         )
     detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
     out = []
+    esc = html.escape
     for run in runs:
         label, modifier = status_view(run, now=now)
-        workflow = escape(run.workflow)
+        workflow = esc(run.workflow)
         run_id = str(run.pk)
         short_id = run_id[:8]
         cells = []
@@ -685,22 +687,22 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
                 )
             cells.append(f'<td class="col-select">{box}</td>')
         cells.append(
-            f'<td><span class="badge badge-{escape(modifier)}">{escape(label)}</span></td>'
+            f'<td><span class="badge badge-{esc(modifier)}">{esc(label)}</span></td>'
             f'<td><a href="{detail.format(run_id)}" class="run-link">{workflow}</a> '
             f'<span class="mono muted">{short_id}</span></td>'
-            f"<td>{escape(run.team_name)}</td>"
-            f'<td class="col-owner">{escape(run.owner or "—")}</td>'
+            f"<td>{esc(run.team_name)}</td>"
+            f'<td class="col-owner">{esc(run.owner or "—")}</td>'
         )
         progress = progress_view(run, now=now)
         if progress["percent"] is not None:
             cells.append(
                 f'<td><progress max="100" value="{progress["percent"]}" '
                 f'aria-label="Progress of {workflow}">{progress["percent"]}%</progress> '
-                f'<span class="small">{escape(progress["done"])}/{escape(progress["total"])}'
+                f'<span class="small">{esc(str(progress["done"]))}/{esc(str(progress["total"]))}'
                 "</span></td>"
             )
         elif progress["stage"]:
-            cells.append(f'<td><span class="small">{escape(progress["stage"])}</span></td>')
+            cells.append(f'<td><span class="small">{esc(str(progress["stage"]))}</span></td>')
         else:
             cells.append('<td><span class="muted">—</span></td>')
         frac = budget_fraction(run)
@@ -714,7 +716,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
         created = run.created_at
         cells.append(
             f'<td><time datetime="{created.isoformat()}" '
-            f'title="{created:%Y-%m-%d %H:%M:%S} UTC">{escape(age(created, now))}</time>'
+            f'title="{created:%Y-%m-%d %H:%M:%S} UTC">{esc(age(created, now))}</time>'
             "</td>"
         )
         out.append(f"<tr>{''.join(cells)}</tr>")
