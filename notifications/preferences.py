@@ -21,7 +21,7 @@ from notifications.models import (
     WebhookEndpoint,
 )
 
-__all__ = ["DEFAULTS", "Resolver", "effective", "save"]
+__all__ = ["DEFAULTS", "Resolver", "effective", "save", "teams_of"]
 
 FIELDS = ("enabled", "scope", "workflows", "digest_minutes")
 
@@ -115,18 +115,34 @@ class Resolver:
         )
 
 
-def effective(user: Any, event_type: str, channel: str) -> dict[str, Any]:
+def effective(
+    user: Any,
+    event_type: str,
+    channel: str,
+    *,
+    resolver: Resolver | None = None,
+    team_ids: list[int] | None = None,
+) -> dict[str, Any]:
     """One person's effective choice, with where it comes from ("yours", "team default",
-    "default"); the team default is that of the person's first team that has one."""
-    resolver = Resolver()
+    "default"); the team default is that of the person's first team that has one. A page
+    asking for every choice passes one ``resolver`` and the person's ``team_ids`` (by slug),
+    so that it reads each table once rather than once a choice."""
+    resolver = resolver or Resolver()
     mine = resolver.effective(user.pk, event_type, channel)
     if mine["source"] != "default":
         return mine
-    for team_id in user.teams.order_by("slug").values_list("pk", flat=True):
+    if team_ids is None:
+        team_ids = teams_of(user)
+    for team_id in team_ids:
         found = resolver.effective(user.pk, event_type, channel, team_id=team_id)
         if found["source"] != "default":
             return found
     return mine
+
+
+def teams_of(user: Any) -> list[int]:
+    """The person's teams in the order their defaults apply (by slug)."""
+    return list(user.teams.order_by("slug").values_list("pk", flat=True))
 
 
 def save(user: Any, rows: list[dict[str, Any]]) -> None:

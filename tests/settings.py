@@ -19,3 +19,15 @@ if os.environ.get("AGENTOPS_TEST_PG_URL"):
     os.environ["CHANNEL_LAYER_URL"] = os.environ["AGENTOPS_TEST_REDIS_URL"]
 
 from agentops.settings import *  # noqa: F403
+
+# Users made by the tests hash their passwords cheaply (the production hasher takes a fifth of
+# a second a password, several times per test). The real hashers stay listed after it, so
+# passwords set by the product's own processes (the browser tests' servers) still verify.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]

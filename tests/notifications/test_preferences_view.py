@@ -310,3 +310,23 @@ def test_the_form_needs_its_csrf_token(people) -> None:
     data.pop("csrfmiddlewaretoken")
     assert client.post(URL, data).status_code == 403
     assert not NotificationSettings.objects.exists()
+
+
+def test_the_page_reads_each_table_once_not_once_a_row(people, team, other_team) -> None:
+    """Every row asks for its effective choice: one resolver answers all of them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for t in (team, other_team):
+        TeamDefault.objects.create(
+            team=t, event_type=EventType.RUN_FAILED, channel=Channel.EMAIL, digest_minutes=30
+        )
+    Preference.objects.create(
+        user=people.owner, event_type=EventType.RUN_PAUSED, channel=Channel.IN_APP, enabled=False
+    )
+    client = client_of(people.owner)
+    client.get(URL)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(URL).status_code == 200
+    rows = len(EventType.values) * len(Channel.values)
+    assert rows >= 30 and len(queries) <= 12  # the session, the user, the nav, the choices
