@@ -15,7 +15,8 @@ depends on the viewer only through the right to operate it, so viewers share a r
 (``SharedRenders``) that started after their change message first arrived in the process (it
 therefore shows that change; ``Arrivals``). Likewise the right of each viewer to see and
 operate the run is read after every change, by one query for all the team's viewers in the
-process (``rights``).
+process (``rights``). The runs list likewise: it depends on the person only through their
+teams and roles, so people alike watching the same filters share the table's render.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from notifications import presence
 from runs import live
 from runs.console import render_run_list, render_run_live_as
 from runs.models import Run
-from runs.permissions import OPERATE, VIEW, teams_for
+from runs.permissions import OPERATE, VIEW, team_roles, teams_for
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def reset_live(self) -> None:
         self.groups_joined = []
         self._due: asyncio.Task[None] | None = None
+        self._pushing: asyncio.Task[None] | None = None
         self._last = 0.0
         self._listening = False
 
@@ -80,8 +82,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 self.groups_joined.remove(group)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "_due", None) is not None:
-            self._due.cancel()
+        for task in (getattr(self, "_due", None), getattr(self, "_pushing", None)):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         await self.leave(*getattr(self, "groups_joined", []))
         if getattr(self, "_listening", False):
             live.publisher.stopped_listening()
@@ -89,7 +92,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def schedule_push(self) -> None:
         if self._due is not None and not self._due.done():
-            return  # a push is already due; it will show this change too
+            return  # a push is due and has not started: it will show this change too
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last + self.push_interval - loop.time())
         self._due = loop.create_task(self._push_after(delay))
@@ -97,7 +100,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _push_after(self, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
-        await self.push()
+        # Started: it may read before a change arriving from now on was committed, so such a
+        # change schedules a push of its own (one interval after this one).
+        self._due, self._pushing = None, asyncio.current_task()
+        self._last = asyncio.get_running_loop().time()
+        try:
+            await self.push()
+        finally:
+            self._pushing = None
 
     async def push(self) -> None:
         raise NotImplementedError
@@ -151,7 +161,10 @@ class SharedRenders:
     """Renders shared by the consumers of one process: ``get`` returns a render of ``key``
     that started at or after ``since`` (loop time), starting one if there is none."""
 
-    MAX = 5_000
+    #: Past this many entries, finished renders older than ``KEEP`` seconds are dropped (a
+    #: render is shared with the copies of a change arriving within moments of each other).
+    MAX = 1_000
+    KEEP = 10.0
 
     def __init__(self) -> None:
         self._entries: dict[Any, tuple[float, asyncio.Task[Any]]] = {}
@@ -161,7 +174,10 @@ class SharedRenders:
         entry = self._entries.get(key)
         if entry is None or entry[0] < since:
             if len(self._entries) > self.MAX:
-                self._entries = {k: e for k, e in self._entries.items() if not e[1].done()}
+                old = loop.time() - self.KEEP
+                self._entries = {
+                    k: e for k, e in self._entries.items() if e[0] >= old or not e[1].done()
+                }
             # A task, not a bare await: a viewer that disconnects mid-render must not leave
             # the others waiting on a render nobody finishes.
             entry = (loop.time(), loop.create_task(database_sync_to_async(render)()))
@@ -359,6 +375,16 @@ def _team_ids(user: Any) -> list[int]:
     return list(teams_for(user).values_list("pk", flat=True))
 
 
+def _list_audience(user: Any) -> tuple[bool, tuple[tuple[int, str], ...]] | None:
+    """What the runs list shows a person depends on: whether they are a superuser and their
+    teams with their roles (None when they may see no team's runs). People alike see the
+    same table for the same filters, so they share its render."""
+    roles = team_roles(user)
+    if not any(t.holds(VIEW) for t in roles):
+        return None
+    return bool(user.is_superuser), tuple((t.id, t.role) for t in roles)
+
+
 class RunConsumer(LiveConsumer):
     """Pushes ``#run-live`` of one run whenever it changes."""
 
@@ -447,18 +473,28 @@ class RunListConsumer(LiveConsumer):
             await self.close()
             return
         self.query = self.scope.get("query_string", b"").decode("latin-1")
+        self._since: float | None = None
         await self.join(*(live.team_group(t) for t in team_ids))
         await self.accept()
         await self.push()
 
     async def run_changed(self, event: dict[str, Any]) -> None:
+        # The push must show this change: a render started after its first arrival here does.
+        since = arrivals.since(event)
+        self._since = since if self._since is None else max(self._since, since)
         self.schedule_push()
 
     async def push(self) -> None:
-        self._last = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        since = loop.time() if self._since is None else self._since
+        self._since = None
         user = _user(self.scope)
-        if not await database_sync_to_async(_team_ids)(user):
+        audience = await database_sync_to_async(_list_audience)(user)
+        if audience is None:
             await self.close()
             return
-        html = await database_sync_to_async(render_run_list)(user, self.query)
+        query = self.query
+        html = await renders.get(
+            ("list", audience, query), since, lambda: render_run_list(user, query)
+        )
         await self.send(text_data=html)

@@ -514,3 +514,83 @@ def test_a_hub_reader_that_outlives_its_cancellation_stops_at_its_next_message()
         assert done
 
     run_async(test)
+
+
+def test_list_sockets_of_people_alike_share_one_render_per_change(
+    team: Team, other_team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs list depends on the person only through their teams and roles: the owner
+    and the lead (both operators of the team) with the same filters share a render; the
+    viewer, with another role, gets one of their own; every socket shows the change."""
+    from runs import consumers
+
+    cast = make_cast(team, other_team)
+    people = [cast.owner, cast.operator, cast.owner, cast.viewer]
+    prepare_cookies(*people)
+    calls: list[str] = []
+    real = consumers.render_run_list
+
+    def counting(user: Any, query_string: str) -> str:
+        calls.append(user.username)
+        return real(user, query_string)
+
+    monkeypatch.setattr(consumers, "render_run_list", counting)
+
+    async def test() -> None:
+        sockets = []
+        for person in people:
+            socket, connected = await connect("/ws/runs/?workflow=t-noop", person)
+            assert connected
+            await socket.receive_from(timeout=5)
+            sockets.append(socket)
+        calls.clear()
+        run = await database_sync_to_async(start)("t-noop", team=team, user=cast.owner)
+        await database_sync_to_async(run.pause)(actor="user:owner")
+        for socket in sockets:
+            await receive_until(socket, lambda html: str(run.pk) in html and "badge-paused" in html)
+        # Per change message: one render for the operators, one for the viewer (the start
+        # and the pause may come as separate messages): never one per socket.
+        operators = [c for c in calls if c != cast.viewer.username]
+        viewers = [c for c in calls if c == cast.viewer.username]
+        assert 1 <= len(viewers) <= 2 and 1 <= len(operators) <= 2, calls
+        for socket in sockets:
+            await socket.disconnect()
+
+    run_async(test)
+
+
+def test_a_change_arriving_while_a_push_reads_gets_a_push_of_its_own() -> None:
+    """A push that already started may have read before the change was committed: the
+    change must not wait for some later one to be shown."""
+    from runs.consumers import LiveConsumer
+
+    class Probe(LiveConsumer):
+        push_interval = 0.05
+
+        def __init__(self) -> None:
+            self.reset_live()
+            self.pushes = 0
+            self.reading = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def push(self) -> None:
+            self.pushes += 1
+            if self.pushes == 1:
+                self.reading.set()
+                await self.release.wait()
+
+    async def test() -> None:
+        probe = Probe()
+        probe.schedule_push()
+        await asyncio.wait_for(probe.reading.wait(), 5)
+        probe.schedule_push()  # arrives while the first push reads
+        probe.schedule_push()  # and another: both are shown by the one push that follows
+        probe.release.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while probe.pushes < 2 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(probe.push_interval * 3)
+        assert probe.pushes == 2
+
+    run_async(test)
