@@ -46,6 +46,49 @@
       el.classList.toggle("deadline-soon", seconds > 0 && seconds <= 3600);
     });
   }
+  // The open request follows what other reviewers do: when its row in the list (pushed, or
+  // polled) shows another state than the pane, or the row left the list, the pane is
+  // fetched again. A request still pending is not fetched while its form holds the
+  // reviewer's typing; one that was decided is (nothing can be submitted for it any more).
+  var typed = false;
+  var fetchedFor = "";
+  document.addEventListener("input", function (evt) {
+    if (evt.target.closest && evt.target.closest("#decision-form")) {
+      typed = true;
+    }
+  });
+  function followPane() {
+    var pane = document.getElementById("approval-detail");
+    if (!pane || !pane.dataset.request || !document.getElementById("inbox-list") || !window.htmx) {
+      return;
+    }
+    var row = document.getElementById("approval-row-" + pane.dataset.request);
+    if (row) {
+      pane.dataset.listed = "1";
+    }
+    var state = row ? row.dataset.state : pane.dataset.listed === "1" ? "left" : "";
+    if (!state || state === pane.dataset.state) {
+      return;
+    }
+    if (state.indexOf("pending:") === 0 && typed) {
+      return;
+    }
+    var key = pane.dataset.request + " " + state;
+    if (key === fetchedFor) {
+      return; // fetched for this state already: never loop
+    }
+    fetchedFor = key;
+    htmx.ajax("GET", pane.dataset.url, { target: "#approval-detail", swap: "outerHTML" });
+  }
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    var target = evt.detail && evt.detail.target;
+    if (target && target.id === "approval-detail") {
+      typed = false;
+    }
+  });
+  document.addEventListener("DOMContentLoaded", followPane);
+  document.addEventListener("htmx:afterSettle", followPane);
+  document.addEventListener("htmx:wsAfterMessage", followPane);
   window.setInterval(tick, 1000);
   document.addEventListener("DOMContentLoaded", tick);
   document.addEventListener("htmx:afterSettle", tick);

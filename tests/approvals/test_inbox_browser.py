@@ -111,6 +111,12 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
     tick.uncheck()
     expect(rita.locator("#inbox-bulk-count")).to_have_text("0 requests selected:")
 
+    # Rex has it open in his pane meanwhile: the pane follows what the others decide.
+    rex.locator(ROWS).get_by_role("link", name="publish").click()
+    rex_pane = rex.locator("#approval-detail")
+    expect(rex_pane.locator(".badge-approval-pending")).to_be_visible()
+    expect(rex_pane.locator(".facts")).to_contain_text("0 of 2")
+
     # Rita opens it in the pane, retitles it (the diff shows old → new) and approves.
     rita.locator(ROWS).get_by_role("link", name="publish").click()
     pane = rita.locator("#approval-detail")
@@ -137,6 +143,9 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
             "1 of 2", timeout=LIVE_TIMEOUT_MS
         )
 
+    expect(rex_pane.locator(".facts")).to_contain_text("1 of 2", timeout=LIVE_TIMEOUT_MS)
+    expect(rex_pane.locator(".history")).to_contain_text("rita")
+
     # Ray sees her decision and the edit in the pane, and approves: that settles it.
     ray.locator(ROWS).get_by_role("link", name="publish").click()
     pane = ray.locator("#approval-detail")
@@ -145,6 +154,9 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
     pane.get_by_role("button", name="Approve").click()
     expect(ray.locator(".toast-success", has_text="the run continues")).to_be_visible()
     expect(pane.locator(".badge-approval-approved")).to_be_visible()
+    # Rex's pane shows the outcome: nothing left to decide there.
+    expect(rex_pane.locator(".badge-approval-approved")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(rex_pane.get_by_role("button", name="Approve")).to_have_count(0)
     # The request leaves every open inbox at once, with no reload.
     for page in (ray, rex):
         expect(page.locator(ROWS)).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
