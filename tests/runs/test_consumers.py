@@ -358,23 +358,30 @@ def test_one_hub_per_process_joins_a_runs_group_and_leaves_with_its_last_viewer(
     run_async(test)
 
 
+class QueueLayer:
+    """A channel layer of one channel, fed by the test through ``inbox``: for the hub's own
+    scheduling, apart from any real layer's timing."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def new_channel(self) -> str:
+        return "hub-channel"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        pass
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        pass
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        return await self.inbox.get()
+
+
 def test_changes_arriving_during_a_hand_over_make_one_more_of_the_latest() -> None:
     """A hub hands changes of a run over one at a time: five changes arriving while the
     first is handed over make one more hand-over, of the latest, not five."""
     from runs.consumers import RunHub, arrivals
-
-    class Layer:
-        def __init__(self) -> None:
-            self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-        async def new_channel(self) -> str:
-            return "hub-channel"
-
-        async def group_add(self, group: str, channel: str) -> None:
-            pass
-
-        async def receive(self, channel: str) -> dict[str, Any]:
-            return await self.inbox.get()
 
     class Viewer:
         run_id = "r1"
@@ -394,7 +401,7 @@ def test_changes_arriving_during_a_hand_over_make_one_more_of_the_latest() -> No
             self.sent.append(html)
 
     async def test() -> None:
-        layer = Layer()
+        layer = QueueLayer()
         hub = RunHub(layer, asyncio.get_running_loop())
         ann, bob, ann_again = Viewer(1), Viewer(2), Viewer(1)
         for viewer in (ann, bob, ann_again):
@@ -478,19 +485,7 @@ def test_a_hub_reader_that_outlives_its_cancellation_stops_at_its_next_message()
     ends at the next message it gets instead of handing it to nobody for ever."""
     from runs.consumers import RunHub
 
-    class Layer:
-        def __init__(self) -> None:
-            self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-        async def new_channel(self) -> str:
-            return "hub-channel"
-
-        async def group_add(self, group: str, channel: str) -> None:
-            pass
-
-        async def group_discard(self, group: str, channel: str) -> None:
-            pass
-
+    class Layer(QueueLayer):
         async def receive(self, channel: str) -> dict[str, Any]:
             while True:
                 try:
