@@ -271,10 +271,8 @@ AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
 
 #: Threads of a web process that run the (synchronous) middleware and views, each keeping
 #: its database connection; the event loop holds the sockets. At most this many requests of
-#: a process are in Django at once (a slow one holds a thread, not the process). Four: the
-#: views are mostly CPU under one GIL, so more threads only share it and lengthen the tail
-#: (the runs list under 20 clients, 2 processes: p95 110 to 119 ms with 4, 128 to 143 with 8).
-AGENTOPS_WEB_THREADS = _positive("AGENTOPS_WEB_THREADS", 4, integer=True)
+#: a process are in Django at once (a slow one holds a thread, not the process).
+AGENTOPS_WEB_THREADS = _positive("AGENTOPS_WEB_THREADS", 8, integer=True)
 
 #: Serve /static/ from the ASGI process (the embedded default); turn off behind a proxy/CDN.
 AGENTOPS_SERVE_STATIC = _read("bool", "AGENTOPS_SERVE_STATIC", True)
