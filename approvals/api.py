@@ -14,6 +14,7 @@ from ninja import Query, Router, Schema
 from pydantic import ConfigDict, Field
 
 from approvals.exceptions import InvalidDecision, NotAllowed, NotPending
+from approvals.inbox import Reviewer
 from approvals.models import MAX_COMMENT, ApprovalRequest, Decision
 from runs.api.auth import not_found, principal, visible_team_ids
 from runs.api.common import api_root, decode_cursor, encode_cursor, page_link
@@ -35,7 +36,11 @@ def approval_links(request_id: int, run_id: Any) -> dict[str, str]:
     }
 
 
-def approval_body(req: ApprovalRequest, *, user: Any = None) -> dict[str, Any]:
+def approval_body(
+    req: ApprovalRequest, *, user: Any = None, reviewer: Reviewer | None = None
+) -> dict[str, Any]:
+    """The API's view of ``req``; for ``user``, whether they may decide it (a list passes
+    the ``reviewer`` it read once, a single request asks the request itself)."""
     decisions = [
         {
             "reviewer": d.reviewer.get_username() if d.reviewer else None,
@@ -69,7 +74,7 @@ def approval_body(req: ApprovalRequest, *, user: Any = None) -> dict[str, Any]:
         "links": approval_links(req.pk, req.run_id),
     }
     if user is not None and req.is_pending:
-        why = req.refusal(user)
+        why = reviewer.refusal(req) if reviewer is not None else req.refusal(user)
         body["you_may_decide"] = not why
         body["why_not"] = why or None
     return body
@@ -118,6 +123,8 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
     rows = list(qs.order_by("-created_at", "-pk")[: filters.limit + 1])
     page, more = rows[: filters.limit], len(rows) > filters.limit
     cursor = encode_cursor(page[-1]) if more else None
+    # Whether the caller may decide each request: judged from their standing, read once.
+    reviewer = Reviewer.of(p.user) if p.user is not None else None
     params = {
         "status": filters.status,
         "workflow": filters.workflow,
@@ -126,7 +133,7 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
     }
     return json_response(
         {
-            "items": [approval_body(r, user=p.user) for r in page],
+            "items": [approval_body(r, user=p.user, reviewer=reviewer) for r in page],
             "next_cursor": cursor,
             "links": {"next": page_link(request.path, {**params, "cursor": cursor})}
             if cursor

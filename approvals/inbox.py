@@ -91,20 +91,38 @@ class Reviewer:
     def may_decide(self, req: ApprovalRequest) -> bool:
         """``req.refusal(user)`` is empty, except for "approved already" (the query checks
         that): the same rules, from what was read once."""
+        return not self._refusal(req)
+
+    def refusal(self, req: ApprovalRequest) -> str:
+        """``req.refusal(user)`` (to approve) from what was read once, and the request's
+        decisions, which the caller prefetched: for a list that says, for each request,
+        whether and why not the person may decide it. Deciding asks the request itself."""
+        if not getattr(self.user, "is_authenticated", False) or not self.user.is_active:
+            return ApprovalRequest.SIGNED_OUT
+        why = self._refusal(req)
+        if why:
+            return why
+        approved = any(
+            d.reviewer_id == self.user.pk and d.verdict == Decision.Verdict.APPROVE
+            for d in req.decisions.all()
+        )
+        return ApprovalRequest.APPROVED_ALREADY if approved else ""
+
+    def _refusal(self, req: ApprovalRequest) -> str:
         if req.team_id not in self.team_ids:
-            return False
+            return ApprovalRequest.NOT_A_DECIDER
         if not req.allow_self_approval and req.requested_by_id == self.user.pk:
-            return False
+            return ApprovalRequest.OWN_RUN
         spec = req.all_approvers()
         if not spec or self.superuser:
-            return True
+            return ""
         for item in spec:
             kind, _, value = item.partition(":")
             if kind == "role" and self.roles.get(req.team_id) == value:
-                return True
+                return ""
             if kind == "group" and value in self.groups:
-                return True
-        return False
+                return ""
+        return req.not_for(spec)
 
     def approver_condition(self) -> Q:
         """A coarse SQL form of the approvers rule: every request the person matches, and

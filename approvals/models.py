@@ -196,22 +196,32 @@ class ApprovalRequest(models.Model):
             members = members.exclude(pk=self.requested_by_id)
         return members.distinct()
 
+    # Why someone may not decide (shared with ``approvals.inbox.Reviewer``, which judges a
+    # page of requests from what it read once).
+    SIGNED_OUT = "you are not signed in"
+    NOT_A_DECIDER = "you may not decide approvals in this team"
+    OWN_RUN = "you started this run, so someone else must decide (separation of duties)"
+    APPROVED_ALREADY = "you approved this request already; it needs another reviewer"
+
+    def not_for(self, spec: list[str]) -> str:
+        return f"this request is for {', '.join(spec)}"
+
     def refusal(self, user: Any, *, verdict: str = "approve") -> str:
-        """Why ``user`` may not decide this request now ("" when they may)."""
+        """Why ``user`` may not decide this request now ("" when they may), read now."""
         if not getattr(user, "is_authenticated", False) or not user.is_active:
-            return "you are not signed in"
+            return self.SIGNED_OUT
         if not can(user, self.team_id, DECIDE):
-            return "you may not decide approvals in this team"
+            return self.NOT_A_DECIDER
         if not self.allow_self_approval and user.pk == self.requested_by_id:
-            return "you started this run, so someone else must decide (separation of duties)"
+            return self.OWN_RUN
         spec = self.all_approvers()
         if spec and not user.is_superuser and not self._matches(user, spec):
-            return f"this request is for {', '.join(spec)}"
+            return self.not_for(spec)
         if (
             verdict == Decision.Verdict.APPROVE
             and self.decisions.filter(reviewer=user, verdict=Decision.Verdict.APPROVE).exists()
         ):
-            return "you approved this request already; it needs another reviewer"
+            return self.APPROVED_ALREADY
         return ""
 
     def _matches(self, user: Any, spec: list[str]) -> bool:

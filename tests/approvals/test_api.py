@@ -101,3 +101,40 @@ def test_decision_errors_are_problems(people, team, other_team):
     assert_problem(alice.post(url, {"verdict": "approve"}), 403)
     assert ApprovalRequest.objects.get(pk=request.pk).status == "pending"
     assert not Decision.objects.exists()
+
+
+def test_the_list_says_why_not_as_the_request_would_without_a_query_a_request(people):
+    """Each listed request says whether the caller may decide it and why not, the same
+    words as deciding it would answer, from the caller's standing read once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    requests = [start_gated(people.owner)[1] for _ in range(4)]
+    ApprovalRequest.objects.filter(pk=requests[1].pk).update(approvers=["group:leads"])
+    ApprovalRequest.objects.filter(pk=requests[2].pk).update(
+        requested_by=people.alice, allow_self_approval=False
+    )
+    ApprovalRequest.objects.filter(pk=requests[3].pk).update(quorum=2)
+    Decision.objects.create(
+        request=requests[3], reviewer=people.alice, verdict=Decision.Verdict.APPROVE
+    )
+    client = token_client(people.alice, people.team)
+
+    def listed() -> tuple[dict[int, dict], int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(f"{API}/approvals")
+        assert response.status_code == 200
+        return {i["id"]: i for i in response.json()["items"]}, len(queries)
+
+    listed()  # records the token's use (written at most once a minute)
+    items, queries_for_four = listed()
+    for req in requests:
+        req.refresh_from_db()
+        why = req.refusal(people.alice)
+        assert items[req.pk]["why_not"] == (why or None)
+        assert items[req.pk]["you_may_decide"] is (not why)
+    assert {items[r.pk]["you_may_decide"] for r in requests} == {True, False}
+    assert len({items[r.pk]["why_not"] for r in requests}) == 4  # each reason, and none
+    for _ in range(4):
+        start_gated(people.owner)
+    assert listed()[1] == queries_for_four
