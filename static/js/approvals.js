@@ -71,6 +71,7 @@
       return;
     }
     if (state.indexOf("pending:") === 0 && typed) {
+      staleNotice(pane);
       return;
     }
     var key = pane.dataset.request + " " + state;
@@ -79,6 +80,25 @@
     }
     fetchedFor = key;
     htmx.ajax("GET", pane.dataset.url, { target: "#approval-detail", swap: "outerHTML" });
+  }
+  // Kept typing: say that the request changed, and offer the latest (which drops it).
+  function staleNotice(pane) {
+    if (pane.querySelector(".pane-stale")) {
+      return;
+    }
+    var note = document.createElement("p");
+    note.className = "notice pane-stale";
+    note.setAttribute("role", "status");
+    note.appendChild(document.createTextNode("Another reviewer acted on this request. "));
+    var latest = document.createElement("button");
+    latest.type = "button";
+    latest.textContent = "Show the latest";
+    latest.addEventListener("click", function () {
+      htmx.ajax("GET", pane.dataset.url, { target: "#approval-detail", swap: "outerHTML" });
+    });
+    note.appendChild(latest);
+    var head = pane.querySelector(".detail-head");
+    pane.insertBefore(note, head ? head.nextSibling : pane.firstChild);
   }
   document.addEventListener("htmx:afterSwap", function (evt) {
     var target = evt.detail && evt.detail.target;

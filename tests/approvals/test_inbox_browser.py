@@ -111,20 +111,27 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
     tick.uncheck()
     expect(rita.locator("#inbox-bulk-count")).to_have_text("0 requests selected:")
 
+    # htmx wires the new pane's triggers (the diff on input) as it settles, 20 ms after the
+    # swap (``htmx-added`` goes then): type after that.
+    settling = "#approval-detail.htmx-added, #approval-detail.htmx-settling"
+
     # Rex has it open in his pane meanwhile: the pane follows what the others decide.
     rex.locator(ROWS).get_by_role("link", name="publish").click()
     rex_pane = rex.locator("#approval-detail")
     expect(rex_pane.locator(".badge-approval-pending")).to_be_visible()
     expect(rex_pane.locator(".facts")).to_contain_text("0 of 2")
 
+    # Ray has it open too, and has started a comment: his pane keeps his typing.
+    ray.locator(ROWS).get_by_role("link", name="publish").click()
+    ray_pane = ray.locator("#approval-detail")
+    expect(ray.locator(settling)).to_have_count(0)
+    ray_pane.get_by_label(re.compile("^Comment")).fill("looking at it")
+
     # Rita opens it in the pane, retitles it (the diff shows old → new) and approves.
     rita.locator(ROWS).get_by_role("link", name="publish").click()
     pane = rita.locator("#approval-detail")
     expect(pane.get_by_role("heading", name="publish")).to_be_visible()
     expect(pane.locator("pre.json")).to_contain_text('"to": "all@example.com"')
-    # htmx wires the new pane's triggers (the diff on input) as it settles, 20 ms after the
-    # swap (``htmx-added`` goes then): type after that.
-    settling = "#approval-detail.htmx-added, #approval-detail.htmx-settling"
     expect(rita.locator(settling)).to_have_count(0)
     pane.get_by_label("title").fill("Weekly report, checked")
     diff = pane.locator("#edit-diff")
@@ -145,6 +152,12 @@ def test_two_reviewers_decide_a_quorum_request_and_the_run_succeeds(
 
     expect(rex_pane.locator(".facts")).to_contain_text("1 of 2", timeout=LIVE_TIMEOUT_MS)
     expect(rex_pane.locator(".history")).to_contain_text("rita")
+    # Ray's pane says the request changed, and still holds his comment.
+    expect(ray_pane.locator(".pane-stale")).to_contain_text(
+        "Another reviewer acted", timeout=LIVE_TIMEOUT_MS
+    )
+    expect(ray_pane.get_by_label(re.compile("^Comment"))).to_have_value("looking at it")
+    expect(ray_pane.locator(".facts")).to_contain_text("0 of 2")
 
     # Ray sees her decision and the edit in the pane, and approves: that settles it.
     ray.locator(ROWS).get_by_role("link", name="publish").click()
