@@ -163,7 +163,7 @@ class SharedRenders:
 
     #: Past this many entries, finished renders older than ``KEEP`` seconds are dropped (a
     #: render is shared with the copies of a change arriving within moments of each other).
-    MAX = 1_000
+    MAX = 256
     KEEP = 10.0
 
     def __init__(self) -> None:

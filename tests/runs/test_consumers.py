@@ -589,3 +589,32 @@ def test_a_change_arriving_while_a_push_reads_gets_a_push_of_its_own() -> None:
         assert probe.pushes == 2
 
     run_async(test)
+
+
+def test_shared_renders_forget_finished_ones_once_there_are_many() -> None:
+    """Renders are kept for the copies of a change arriving moments apart, not for ever:
+    past ``MAX`` entries, the finished ones older than ``KEEP`` go; running ones stay."""
+    from runs.consumers import SharedRenders
+
+    async def test() -> None:
+        renders = SharedRenders()
+        renders.KEEP = 0.0
+        loop = asyncio.get_running_loop()
+        for i in range(renders.MAX + 1):
+            assert await renders.get(("k", i), loop.time(), lambda i=i: f"render {i}") == (
+                f"render {i}"
+            )
+        # A render still running (renders run one at a time on the database thread, so
+        # one is stood in for here), however old, is kept for those waiting on it.
+        running = loop.create_task(asyncio.Event().wait())
+        renders._entries["slow"] = (loop.time() - 60, running)
+        assert await renders.get("new", loop.time(), lambda: "new") == "new"
+        assert set(renders._entries) == {"slow", "new"}
+        running.cancel()
+        # Finished renders younger than ``KEEP`` stay: a late copy of a change shares them.
+        fresh = SharedRenders()
+        for i in range(fresh.MAX + 2):
+            await fresh.get(("k", i), loop.time(), lambda: "render")
+        assert len(fresh._entries) == fresh.MAX + 2
+
+    run_async(test)
