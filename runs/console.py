@@ -521,10 +521,18 @@ def render_run_live_as(run_id: Any, *, may_operate: bool) -> str | None:
     return render_to_string("runs/run_detail.html#run-live", context).strip()
 
 
-def list_context(user: Any, params: QueryDict, *, now: datetime | None = None) -> dict[str, Any]:
-    """The filtered, paged list for ``user`` from the query string ``params``."""
+def list_context(
+    user: Any,
+    params: QueryDict,
+    *,
+    now: datetime | None = None,
+    teams: list[TeamRole] | None = None,
+) -> dict[str, Any]:
+    """The filtered, paged list for ``user`` from the query string ``params`` (``teams``:
+    their ``team_roles``, when the caller has read them already)."""
     now = now or timezone.now()
-    teams = team_roles(user)  # one query answers the page's questions about roles
+    if teams is None:
+        teams = team_roles(user)  # one query answers the page's questions about roles
     form = None
     if RunFilterForm.filters_in(params):
         form = RunFilterForm(params, user=user, teams=teams)
@@ -723,7 +731,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
     return mark_safe("\n".join(out))
 
 
-def render_run_list(user: Any, query_string: str) -> str:
-    context = list_context(user, QueryDict(query_string))
+def render_run_list(user: Any, query_string: str, *, teams: list[TeamRole] | None = None) -> str:
+    context = list_context(user, QueryDict(query_string), teams=teams)
     context["oob"] = True
     return render_to_string("runs/run_list.html#runs-table", context).strip()

@@ -34,7 +34,7 @@ from notifications import presence
 from runs import live
 from runs.console import render_run_list, render_run_live_as
 from runs.models import Run
-from runs.permissions import OPERATE, VIEW, team_roles, teams_for
+from runs.permissions import OPERATE, VIEW, TeamRole, team_roles, teams_for
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.groups_joined = []
         self._due: asyncio.Task[None] | None = None
         self._pushing: asyncio.Task[None] | None = None
+        self._again = False
         self._last = 0.0
         self._listening = False
 
@@ -82,6 +83,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 self.groups_joined.remove(group)
 
     async def disconnect(self, code: int) -> None:
+        self._again = False
         for task in (getattr(self, "_due", None), getattr(self, "_pushing", None)):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
@@ -93,6 +95,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def schedule_push(self) -> None:
         if self._due is not None and not self._due.done():
             return  # a push is due and has not started: it will show this change too
+        if self._pushing is not None:
+            # One has started and may have read before this change was committed: one
+            # more follows it (never two at once on a socket).
+            self._again = True
+            return
         loop = asyncio.get_running_loop()
         delay = max(0.0, self._last + self.push_interval - loop.time())
         self._due = loop.create_task(self._push_after(delay))
@@ -100,14 +107,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _push_after(self, delay: float) -> None:
         if delay:
             await asyncio.sleep(delay)
-        # Started: it may read before a change arriving from now on was committed, so such a
-        # change schedules a push of its own (one interval after this one).
         self._due, self._pushing = None, asyncio.current_task()
         self._last = asyncio.get_running_loop().time()
         try:
             await self.push()
         finally:
             self._pushing = None
+            task = asyncio.current_task()
+            if self._again and task is not None and not task.cancelling():
+                self._again = False
+                self.schedule_push()  # one interval after this one started
 
     async def push(self) -> None:
         raise NotImplementedError
@@ -275,6 +284,8 @@ class RunHub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self.channel != channel:
+                    return  # a reader that outlived its cancellation: not the hub's own
                 log.warning("live updates of run pages stopped", exc_info=True)
                 await self._fail()
                 return
@@ -375,14 +386,15 @@ def _team_ids(user: Any) -> list[int]:
     return list(teams_for(user).values_list("pk", flat=True))
 
 
-def _list_audience(user: Any) -> tuple[bool, tuple[tuple[int, str], ...]] | None:
+def _list_audience(user: Any) -> tuple[Any, list[TeamRole]] | None:
     """What the runs list shows a person depends on: whether they are a superuser and their
     teams with their roles (None when they may see no team's runs). People alike see the
-    same table for the same filters, so they share its render."""
+    same table for the same filters, so they share its render, which is made from these
+    very roles (read once: a membership changing meanwhile cannot slip into the share)."""
     roles = team_roles(user)
     if not any(t.holds(VIEW) for t in roles):
         return None
-    return bool(user.is_superuser), tuple((t.id, t.role) for t in roles)
+    return (bool(user.is_superuser), tuple((t.id, t.role) for t in roles)), roles
 
 
 class RunConsumer(LiveConsumer):
@@ -493,8 +505,9 @@ class RunListConsumer(LiveConsumer):
         if audience is None:
             await self.close()
             return
+        key, roles = audience
         query = self.query
         html = await renders.get(
-            ("list", audience, query), since, lambda: render_run_list(user, query)
+            ("list", key, query), since, lambda: render_run_list(user, query, teams=roles)
         )
         await self.send(text_data=html)

@@ -48,8 +48,8 @@
   }
   // The open request follows what other reviewers do: when its row in the list (pushed, or
   // polled) shows another state than the pane, or the row left the list, the pane is
-  // fetched again. A request still pending is not fetched while its form holds the
-  // reviewer's typing; one that was decided is (nothing can be submitted for it any more).
+  // fetched again. While its form holds the reviewer's typing it is not, unless the row
+  // says the request was decided (nothing can be submitted for it any more).
   var typed = false;
   var fetchedFor = "";
   document.addEventListener("input", function (evt) {
@@ -70,7 +70,9 @@
     if (!state || state === pane.dataset.state) {
       return;
     }
-    if (state.indexOf("pending:") === 0 && typed) {
+    // A row that left the list may still be pending (another filter or page, a more urgent
+    // request ahead of it): only a pane the reviewer has not typed into is fetched again.
+    if (typed && (state === "left" || state.indexOf("pending:") === 0)) {
       staleNotice(pane);
       return;
     }
@@ -103,7 +105,9 @@
   document.addEventListener("htmx:afterSwap", function (evt) {
     var target = evt.detail && evt.detail.target;
     if (target && target.id === "approval-detail") {
-      typed = false;
+      // A pane answered with the reviewer's own input (a refusal, a field to fix) keeps it.
+      var pane = document.getElementById("approval-detail");
+      typed = !!(pane && pane.dataset.typed === "1");
     }
   });
   document.addEventListener("DOMContentLoaded", followPane);

@@ -525,9 +525,9 @@ def test_list_sockets_of_people_alike_share_one_render_per_change(
     calls: list[str] = []
     real = consumers.render_run_list
 
-    def counting(user: Any, query_string: str) -> str:
+    def counting(user: Any, query_string: str, **kw: Any) -> str:
         calls.append(user.username)
-        return real(user, query_string)
+        return real(user, query_string, **kw)
 
     monkeypatch.setattr(consumers, "render_run_list", counting)
 
@@ -564,29 +564,34 @@ def test_a_change_arriving_while_a_push_reads_gets_a_push_of_its_own() -> None:
 
         def __init__(self) -> None:
             self.reset_live()
-            self.pushes = 0
+            self.pushes = self.active = self.most = 0
             self.reading = asyncio.Event()
             self.release = asyncio.Event()
 
         async def push(self) -> None:
             self.pushes += 1
+            self.active += 1
+            self.most = max(self.most, self.active)
             if self.pushes == 1:
                 self.reading.set()
                 await self.release.wait()
+            self.active -= 1
 
     async def test() -> None:
         probe = Probe()
         probe.schedule_push()
         await asyncio.wait_for(probe.reading.wait(), 5)
         probe.schedule_push()  # arrives while the first push reads
+        await asyncio.sleep(probe.push_interval * 3)  # the push outlasts the interval
         probe.schedule_push()  # and another: both are shown by the one push that follows
+        assert probe.pushes == 1  # never two at once on a socket
         probe.release.set()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
         while probe.pushes < 2 and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await asyncio.sleep(probe.push_interval * 3)
-        assert probe.pushes == 2
+        assert probe.pushes == 2 and probe.most == 1
 
     run_async(test)
 
