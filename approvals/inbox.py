@@ -89,30 +89,30 @@ class Reviewer:
         )
 
     def may_decide(self, req: ApprovalRequest) -> bool:
-        """``req.refusal(user)`` is empty, except for "approved already" (the query checks
-        that): the same rules, from what was read once."""
+        """``refusal`` is empty, except for "approved already" (the page's query checks
+        that): for a list, from what was read once."""
         return not self._refusal(req)
 
-    def refusal(self, req: ApprovalRequest) -> str:
-        """``req.refusal(user)`` (to approve) from what was read once, and the request's
-        decisions, which the caller prefetched: for a list that says, for each request,
-        whether and why not the person may decide it. Deciding asks the request itself."""
+    def refusal(self, req: ApprovalRequest, *, verdict: str = Decision.Verdict.APPROVE) -> str:
+        """Why the person may not decide ``req`` ("" when they may): the rules of deciding
+        (``ApprovalRequest.refusal`` asks here, read at the moment of the decision). A list
+        prefetches the requests' decisions and reads the person once for all its rows."""
         if not getattr(self.user, "is_authenticated", False) or not self.user.is_active:
-            return ApprovalRequest.SIGNED_OUT
+            return "you are not signed in"
         why = self._refusal(req)
-        if why:
+        if why or verdict != Decision.Verdict.APPROVE:
             return why
         approved = any(
             d.reviewer_id == self.user.pk and d.verdict == Decision.Verdict.APPROVE
             for d in req.decisions.all()
         )
-        return ApprovalRequest.APPROVED_ALREADY if approved else ""
+        return "you approved this request already; it needs another reviewer" if approved else ""
 
     def _refusal(self, req: ApprovalRequest) -> str:
         if req.team_id not in self.team_ids:
-            return ApprovalRequest.NOT_A_DECIDER
+            return "you may not decide approvals in this team"
         if not req.allow_self_approval and req.requested_by_id == self.user.pk:
-            return ApprovalRequest.OWN_RUN
+            return "you started this run, so someone else must decide (separation of duties)"
         spec = req.all_approvers()
         if not spec or self.superuser:
             return ""
@@ -122,7 +122,7 @@ class Reviewer:
                 return ""
             if kind == "group" and value in self.groups:
                 return ""
-        return req.not_for(spec)
+        return f"this request is for {', '.join(spec)}"
 
     def approver_condition(self) -> Q:
         """A coarse SQL form of the approvers rule: every request the person matches, and

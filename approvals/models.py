@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Group
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models import Q
@@ -28,7 +27,7 @@ from approvals.exceptions import ApprovalError, InvalidDecision, NotAllowed, Not
 from runs.audit import Event
 from runs.live import publish_run_changed
 from runs.models import TERMINAL, Membership, Run, RunStatus, WaitKind
-from runs.permissions import DECIDE, ROLE_PERMISSIONS, can
+from runs.permissions import DECIDE, ROLE_PERMISSIONS
 from runs.redact import redact
 
 __all__ = ["MAX_EDIT_BYTES", "ApprovalEmail", "ApprovalRequest", "Decision", "parse_approvers"]
@@ -196,45 +195,12 @@ class ApprovalRequest(models.Model):
             members = members.exclude(pk=self.requested_by_id)
         return members.distinct()
 
-    # Why someone may not decide (shared with ``approvals.inbox.Reviewer``, which judges a
-    # page of requests from what it read once).
-    SIGNED_OUT = "you are not signed in"
-    NOT_A_DECIDER = "you may not decide approvals in this team"
-    OWN_RUN = "you started this run, so someone else must decide (separation of duties)"
-    APPROVED_ALREADY = "you approved this request already; it needs another reviewer"
-
-    def not_for(self, spec: list[str]) -> str:
-        return f"this request is for {', '.join(spec)}"
-
     def refusal(self, user: Any, *, verdict: str = "approve") -> str:
-        """Why ``user`` may not decide this request now ("" when they may), read now."""
-        if not getattr(user, "is_authenticated", False) or not user.is_active:
-            return self.SIGNED_OUT
-        if not can(user, self.team_id, DECIDE):
-            return self.NOT_A_DECIDER
-        if not self.allow_self_approval and user.pk == self.requested_by_id:
-            return self.OWN_RUN
-        spec = self.all_approvers()
-        if spec and not user.is_superuser and not self._matches(user, spec):
-            return self.not_for(spec)
-        if (
-            verdict == Decision.Verdict.APPROVE
-            and self.decisions.filter(reviewer=user, verdict=Decision.Verdict.APPROVE).exists()
-        ):
-            return self.APPROVED_ALREADY
-        return ""
+        """Why ``user`` may not decide this request now ("" when they may), read now. The
+        rules are ``approvals.inbox.Reviewer``'s, which a list reads once for all its rows."""
+        from approvals.inbox import Reviewer
 
-    def _matches(self, user: Any, spec: list[str]) -> bool:
-        for item in spec:
-            kind, _, value = item.partition(":")
-            if (
-                kind == "role"
-                and Membership.objects.filter(user=user, team_id=self.team_id, role=value).exists()
-            ):
-                return True
-            if kind == "group" and Group.objects.filter(user=user, name=value).exists():
-                return True
-        return False
+        return Reviewer.of(user).refusal(self, verdict=verdict)
 
     # ------------------------------------------------------------------ deciding
     def decide(

@@ -21,7 +21,7 @@ from notifications.models import (
     WebhookEndpoint,
 )
 
-__all__ = ["DEFAULTS", "Resolver", "effective", "save", "teams_of"]
+__all__ = ["DEFAULTS", "Resolver", "effective", "save"]
 
 FIELDS = ("enabled", "scope", "workflows", "digest_minutes")
 
@@ -116,33 +116,23 @@ class Resolver:
 
 
 def effective(
-    user: Any,
-    event_type: str,
-    channel: str,
-    *,
-    resolver: Resolver | None = None,
-    team_ids: list[int] | None = None,
+    user: Any, event_type: str, channel: str, *, resolver: Resolver | None = None
 ) -> dict[str, Any]:
     """One person's effective choice, with where it comes from ("yours", "team default",
-    "default"); the team default is that of the person's first team that has one. A page
-    asking for every choice passes one ``resolver`` and the person's ``team_ids`` (by slug),
-    so that it reads each table once rather than once a choice."""
+    "default"); the team default is that of the person's first team (by slug) that has one.
+    A page asking for every choice passes one ``resolver``: each table is read once."""
     resolver = resolver or Resolver()
     mine = resolver.effective(user.pk, event_type, channel)
     if mine["source"] != "default":
         return mine
-    if team_ids is None:
-        team_ids = teams_of(user)
-    for team_id in team_ids:
+    key = ("teams by slug", user.pk)
+    if key not in resolver.cache:
+        resolver.cache[key] = list(user.teams.order_by("slug").values_list("pk", flat=True))
+    for team_id in resolver.cache[key]:
         found = resolver.effective(user.pk, event_type, channel, team_id=team_id)
         if found["source"] != "default":
             return found
     return mine
-
-
-def teams_of(user: Any) -> list[int]:
-    """The person's teams in the order their defaults apply (by slug)."""
-    return list(user.teams.order_by("slug").values_list("pk", flat=True))
 
 
 def save(user: Any, rows: list[dict[str, Any]]) -> None:

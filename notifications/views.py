@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from notifications import bell
 from notifications.forms import PreferenceRowForm, SettingsForm, save_all
 from notifications.models import Channel, EventType, Message
-from notifications.preferences import Resolver, effective, teams_of
+from notifications.preferences import Resolver, effective
 from runs.views.common import console_login_required, render_fragments, wants_fragment
 
 LIST_TEMPLATE = "notifications/list.html"
@@ -130,15 +130,13 @@ def _back_to_list(request: HttpRequest) -> str:
 
 # --- preferences --------------------------------------------------------------------------
 def _rows(request: HttpRequest, data: Any = None) -> list[PreferenceRowForm]:
-    resolver, team_ids = Resolver(), teams_of(request.user)
+    resolver = Resolver()
     return [
         PreferenceRowForm(
             data,
             event_type=event_type,
             channel=channel,
-            current=effective(
-                request.user, event_type, channel, resolver=resolver, team_ids=team_ids
-            ),
+            current=effective(request.user, event_type, channel, resolver=resolver),
         )
         for event_type in EventType.values
         for channel in Channel.values

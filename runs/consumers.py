@@ -34,7 +34,7 @@ from notifications import presence
 from runs import live
 from runs.console import render_run_list, render_run_live_as
 from runs.models import Run
-from runs.permissions import OPERATE, VIEW, TeamRole, team_roles, teams_for
+from runs.permissions import OPERATE, VIEW, TeamRole, team_roles
 
 log = logging.getLogger(__name__)
 
@@ -382,10 +382,6 @@ def _team_of(run_id: Any) -> int | None:
     return Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
 
 
-def _team_ids(user: Any) -> list[int]:
-    return list(teams_for(user).values_list("pk", flat=True))
-
-
 def _list_audience(user: Any) -> tuple[Any, list[TeamRole]] | None:
     """What the runs list shows a person depends on: whether they are a superuser and their
     teams with their roles (None when they may see no team's runs). People alike see the
@@ -480,10 +476,11 @@ class RunListConsumer(LiveConsumer):
         if not getattr(user, "is_authenticated", False):
             await self.close()
             return
-        team_ids = await database_sync_to_async(_team_ids)(user)
-        if not team_ids:
+        audience = await database_sync_to_async(_list_audience)(user)
+        if audience is None:
             await self.close()
             return
+        team_ids = [t.id for t in audience[1] if t.holds(VIEW)]
         self.query = self.scope.get("query_string", b"").decode("latin-1")
         self._since: float | None = None
         await self.join(*(live.team_group(t) for t in team_ids))
