@@ -68,9 +68,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from agentops import wsframes  # noqa: E402
 from approvals.consumers import InboxConsumer  # noqa: E402
 from notifications.consumers import BellConsumer  # noqa: E402
 from runs import consumers  # noqa: E402
+
+# Under daphne, a frame sent to many sockets is built once and written at once (the module
+# says how); under another server this changes nothing.
+wsframes.install()
 
 websocket_urlpatterns: list = [
     path("ws/runs/", consumers.RunListConsumer.as_asgi()),

@@ -185,6 +185,8 @@ def watch(
         result.setdefault("failures", []).extend(data["failures"])
         result["failed"] = result.get("failed", 0) + data["failed"]
         result["connected"] = result.get("connected", 0) + data["connected"]
+        if group.startswith("crowd"):
+            result["crowd_cpu_s"] = result.get("crowd_cpu_s", 0.0) + data.get("cpu_s", 0.0)
         mine: list[float] = []
         for record in data["firsts"]:
             for tick, at in finished.items():

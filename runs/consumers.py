@@ -30,6 +30,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from agentops.wsframes import direct_send
 from notifications import presence
 from runs import live
 from runs.console import render_run_list, render_run_live_as
@@ -314,8 +315,9 @@ class RunHub:
         finally:
             self._handing.discard(run_id)
 
-    #: Sends queued between two turns of the event loop: the server writes the queued frames
-    #: out only when the loop turns, so the first viewers are not held until the last.
+    #: Sends between two turns of the event loop: a hand-over to a crowd lets the process's
+    #: other sockets be served meanwhile (under daphne each frame is written as it is sent,
+    #: ``agentops.wsframes``; a server that queues its writes sends them on the turn).
     SENDS_PER_TURN = 100
     #: A hand-over running longer than this (seconds) reads rights and renders again.
     REREAD_AFTER = 0.5
@@ -401,6 +403,7 @@ class RunConsumer(LiveConsumer):
         self.present_as: int | None = None
         self.watching = False
         self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
+        self._direct = direct_send(self.scope)
         user = _user(self.scope)
         self.team_id = None
         if getattr(user, "is_authenticated", False):
@@ -461,7 +464,10 @@ class RunConsumer(LiveConsumer):
         if html is None:  # access was taken away (or the run is gone): stop watching
             await self.close()
             return
-        await self.base_send({"type": "websocket.send", "text": html})
+        # Under daphne, straight to the socket (``agentops.wsframes``): a crowd's hand-over
+        # skips the ASGI send's layers per viewer.
+        if self._direct is None or not self._direct(html):
+            await self.base_send({"type": "websocket.send", "text": html})
 
 
 class RunListConsumer(LiveConsumer):

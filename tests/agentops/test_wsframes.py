@@ -1,0 +1,247 @@
+"""WebSocket frames built once and written at once (``agentops.wsframes``): the frame bytes,
+the write that must never overtake what twisted has queued, and a real daphne serving a
+crowd (including sockets that stop reading, and daphne's own pings in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory
+
+from agentops import wsframes
+from tests.conftest import wait_for
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(frame: bytes) -> tuple[int, bytes]:
+    """(first byte, payload) of one unmasked frame; fails on anything else."""
+    size, start = frame[1] & 0x7F, 2
+    assert not frame[1] & 0x80, "a server frame is not masked"
+    if size == 126:
+        size, start = int.from_bytes(frame[2:4], "big"), 4
+    elif size == 127:
+        size, start = int.from_bytes(frame[2:10], "big"), 10
+    assert len(frame) == start + size
+    return frame[0], frame[start:]
+
+
+@pytest.mark.parametrize("chars", [0, 50, 125, 126, 40_000, 70_000])
+def test_a_frame_is_one_final_text_frame_of_the_utf8(chars: int) -> None:
+    factory = WebSocketServerFactory()
+    text = "é" * chars
+    head, payload = parse(wsframes.frame_of(factory, text, False))
+    assert head == 0x81  # FIN, text
+    assert payload == text.encode()
+    head, payload = parse(wsframes.frame_of(factory, b"\x00\xff" * chars, True))
+    assert (head, payload) == (0x82, b"\x00\xff" * chars)
+
+
+def test_the_frame_of_one_object_is_built_once_and_equal_texts_apart() -> None:
+    factory = WebSocketServerFactory()
+    text = "".join(["run ", "changed"])
+    first = wsframes.frame_of(factory, text, False)
+    assert wsframes.frame_of(factory, text, False) is first
+    other = "".join(["run ", "changed"])  # equal, another object: its own frame, same bytes
+    assert other is not text
+    again = wsframes.frame_of(factory, other, False)
+    assert again == first and again is not first
+    for i in range(wsframes.KEEP):
+        wsframes.frame_of(factory, f"filler {i}", False)
+    assert wsframes.frame_of(factory, text, False) is not first  # forgotten, rebuilt
+
+
+class Transport:
+    """The parts of twisted's TCP transport that ``write_through`` reads, over a real socket;
+    ``write`` records what would have been queued with twisted."""
+
+    TLS = False
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.socket = sock
+        self.connected = 1
+        self.disconnecting = False
+        self._writeDisconnected = False
+        self.dataBuffer = b""
+        self._tempDataBuffer: list[bytes] = []
+        self.queued: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.queued.append(data)
+
+
+def received(sock: socket.socket, size: int) -> bytes:
+    got = b""
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        assert chunk, "closed early"
+        got += chunk
+    return got
+
+
+def test_with_nothing_queued_the_frame_goes_to_the_socket_at_once() -> None:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    with ours, peer:
+        t = Transport(ours)
+        wsframes.write_through(t, b"hello")
+        assert t.queued == []
+        assert received(peer, 5) == b"hello"
+
+
+@pytest.mark.parametrize(
+    "queued_before",
+    [
+        {"_tempDataBuffer": [b"ping"]},
+        {"dataBuffer": b"half-sent"},
+        {"TLS": True},
+        {"disconnecting": True},
+        {"_writeDisconnected": True},
+        {"connected": 0},
+    ],
+)
+def test_behind_anything_queued_or_unusual_the_frame_is_queued_with_twisted(
+    queued_before: dict[str, Any],
+) -> None:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    with ours, peer:
+        t = Transport(ours)
+        for name, value in queued_before.items():
+            setattr(t, name, value)
+        wsframes.write_through(t, b"frame")
+        assert t.queued == [b"frame"]
+        with pytest.raises(BlockingIOError):
+            peer.recv(10)  # nothing overtook the queue
+
+
+def test_what_the_socket_does_not_take_is_queued_in_order() -> None:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with ours, peer:
+        t = Transport(ours)
+        data = bytes(range(256)) * 4096  # 1 MiB: more than the socket's buffers hold
+        wsframes.write_through(t, data)
+        assert len(t.queued) == 1 and 0 < len(t.queued[0]) < len(data)
+        sent = len(data) - len(t.queued[0])
+        assert received(peer, sent) + t.queued[0] == data
+
+
+def test_a_failing_socket_leaves_the_frame_to_twisted() -> None:
+    ours, peer = socket.socketpair()
+    peer.close()
+    ours.setblocking(False)
+    with ours:
+        t = Transport(ours)
+        wsframes.write_through(t, b"frame")  # EPIPE: twisted meets it and closes its way
+        assert t.queued == [b"frame"]
+    t = Transport(None)  # no socket at all (a TLS wrapper, say)
+    wsframes.write_through(t, b"frame")
+    assert t.queued == [b"frame"]
+
+
+@pytest.fixture
+def daphne(tmp_path: Path) -> Any:
+    port = free_port()
+    log = tmp_path / "daphne.log"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)),
+            *("--ping-interval", "1", "--ping-timeout", "30"),
+            "tests.agentops.wsframes_app:app",
+        ],
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(up, timeout=30)
+        yield f"ws://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_a_crowd_under_daphne_gets_every_message_whole_and_in_order(daphne: str) -> None:
+    """40 sockets, one of which stops reading for a while, get 60 messages each (small ones
+    written at once, 200 KB ones that fill the socket and queue with twisted), half of them
+    through the direct send, while daphne pings every second; a standard client (websockets,
+    strict about frames) checks them."""
+    from websockets.asyncio.client import connect
+
+    async def main() -> tuple[list[list[str]], str]:
+        port = int(daphne.rstrip("/").rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        # The first socket stops reading (a small buffer, a queue of one message): the
+        # server's writes to it fill the socket and queue with twisted.
+        sockets = [await connect(daphne, sock=slow, max_size=2**24, max_queue=1)]
+        # Half the crowd is sent to through the ASGI send, half through the direct send.
+        sockets += [
+            await connect(daphne + ("direct/" if i % 2 else ""), max_size=2**24) for i in range(39)
+        ]
+        sizes = [("20", "3000"), ("10", "100000"), ("30", "300")]
+        expected = [f"{i}:" + "é" * int(chars) for count, chars in sizes for i in range(int(count))]
+        for count, chars in sizes:
+            await sockets[1].send(f"send {count} {chars}")
+        await asyncio.sleep(1.5)  # the slow reader's buffers fill; pings go out meanwhile
+
+        async def read_all(ws: Any) -> list[str]:
+            return [await asyncio.wait_for(ws.recv(), 60) for _ in expected]
+
+        got = await asyncio.gather(*(read_all(ws) for ws in sockets))
+        await sockets[1].send("count")
+        count = await asyncio.wait_for(sockets[1].recv(), 30)
+        for ws in sockets:
+            await ws.close()
+        return [[g for g in mine] for mine in got], count, expected  # type: ignore[return-value]
+
+    got, count, expected = asyncio.run(main())  # type: ignore[misc]
+    for mine in got:
+        assert mine == expected
+    _, sends, queued = count.split()
+    assert int(sends) == 40 * len(expected)  # every send took the framed path
+    assert 0 < int(queued) < int(sends)  # most went out at once, some queued behind others
+
+
+def test_daphne_offers_the_direct_send_and_it_goes_no_further_than_an_open_socket(
+    daphne: str,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    async def main() -> str:
+        async with connect(daphne + "direct/") as ws:  # closed with 4000 if not offered
+            await ws.send("send 1 10")
+            return await asyncio.wait_for(ws.recv(), 30)
+
+    assert asyncio.run(main()) == "0:" + "é" * 10
+
+
+def test_the_direct_send_of_a_socket_not_open_sends_nothing() -> None:
+    protocol = wsframes.FramedWebSocketProtocol()
+    sent: list[Any] = []
+    protocol.serverSend = lambda *a: sent.append(a)  # type: ignore[method-assign]
+    for state in (protocol.STATE_CONNECTING, protocol.STATE_CLOSING, protocol.STATE_CLOSED):
+        protocol.state = state
+        assert protocol.send_text("late") is False
+    protocol.state = protocol.STATE_OPEN
+    assert protocol.send_text("now") is True
+    assert sent == [("now",)]
