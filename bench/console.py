@@ -60,6 +60,7 @@ FULL: dict[str, Any] = {
     "viewers": 1000,
     "viewer_ticks": 30,
     "viewer_interval": 1.0,
+    "crowd_processes": 2,  # the crowd's clients (1,000 pages are many machines, not one)
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -248,6 +249,7 @@ def viewers(
             out[key] = watch(
                 port, cookies, workdir, viewers=count, ticks=cfg["viewer_ticks"],
                 interval=cfg["viewer_interval"], name=f"v{count}{tag}",
+                crowd_processes=cfg["crowd_processes"],
             )  # fmt: skip
         except (RuntimeError, TimeoutError) as exc:
             _log(f"[live v{count}{tag}] {exc}")

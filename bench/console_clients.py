@@ -246,6 +246,11 @@ async def _viewers(params: dict[str, Any]) -> dict[str, Any]:
     await asyncio.wait(
         [everyone, asyncio.create_task(told.wait())], return_when=asyncio.FIRST_COMPLETED
     )
+    if everyone.done():
+        # Hang up only when told: viewers leaving while others are still being handed the
+        # last step would slow those down, which no crowd of real pages does at once.
+        print("seen", flush=True)
+        await told.wait()
     loop.remove_reader(sys.stdin.fileno())
     for viewer in viewers:
         viewer.close()

@@ -8,6 +8,7 @@ cannot delay its receiving; both processes report when each step first showed up
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -84,17 +85,25 @@ def spawn_viewers(
     return proc, out
 
 
-def wait_ready(proc: subprocess.Popen, timeout: float) -> float:
+def wait_line(proc: subprocess.Popen, word: str, timeout: float) -> str | None:
+    """The next line from the viewers process starting with ``word``; None if it exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"viewers exited with {proc.returncode} before connecting")
+            return None
         ready, _, _ = select.select([proc.stdout], [], [], 0.5)
         if ready:
             line = proc.stdout.readline()
-            if line.startswith("ready"):
-                return float(line.split()[2])
-    raise TimeoutError("viewers did not connect in time")
+            if line.startswith(word):
+                return line
+    raise TimeoutError(f"viewers did not say {word!r} in time")
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float) -> float:
+    line = wait_line(proc, "ready", timeout)
+    if line is None:
+        raise RuntimeError(f"viewers exited with {proc.returncode} before connecting")
+    return float(line.split()[2])
 
 
 def watch(
@@ -152,12 +161,13 @@ def watch(
             every=0.2,
             what="the ticker to finish",
         )
-        # A crowd that is behind is still receiving: each viewer process ends once all its
-        # viewers have seen the last step (or is told to stop after ``fanout_timeout``).
+        # A crowd that is behind is still receiving: each viewer process says "seen" once
+        # all its viewers have seen the last step, and all hang up together when told to
+        # stop (after ``fanout_timeout`` at the latest).
         deadline = time.monotonic() + fanout_timeout
         for _, proc, _ in procs:
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                wait_line(proc, "seen", max(deadline - time.monotonic(), 0.1))
     finally:
         for _, proc, _ in procs:
             if proc.poll() is None:

@@ -11,12 +11,14 @@ pushed bell is the same HTML as the page's. Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -55,10 +57,24 @@ def in_app_of(user: Any) -> QuerySet[Message]:
 
 def unread_count(user: Any) -> int:
     """Unread in-app messages of ``user``, counted up to ``BELL_CAP + 1``."""
-    # Reads up to the cap's ids rather than counting a sliced query: the same figure, without
-    # the subquery's compilation (on every page, the bell was a tenth of the list's time).
-    unread = in_app_of(user).filter(read_at__isnull=True).order_by()
-    return len(unread.values_list("pk", flat=True)[: BELL_CAP + 1])
+    # Every page shows it: reads up to the cap's rows (bounded whatever the table holds, on
+    # the partial index of unread messages) by SQL written once, rather than have the ORM
+    # write it each time (which took three times the query's own time).
+    with connection.cursor() as cursor:
+        cursor.execute(_unread_sql(), [user.pk, Channel.IN_APP, BELL_CAP + 1])
+        return len(cursor.fetchall())
+
+
+@functools.cache
+def _unread_sql() -> str:
+    """``in_app_of(user).filter(read_at__isnull=True)[:cap]``, written once."""
+    q = connection.ops.quote_name
+    meta = Message._meta
+    user, channel, read_at = (meta.get_field(f).column for f in ("user", "channel", "read_at"))
+    return (
+        f"SELECT 1 FROM {q(meta.db_table)} WHERE {q(user)} = %s AND {q(channel)} = %s "
+        f"AND {q(read_at)} IS NULL LIMIT %s"
+    )
 
 
 def render_bell(user: Any, *, oob: bool = True) -> str:

@@ -307,8 +307,8 @@ def budget_level(fraction: float | None) -> str:
     return "over" if fraction >= 1 else "warn"
 
 
-def budget_fraction(run: Run) -> float | None:
-    fracs = [f["fraction"] for f in run.budget_usage().values() if f["fraction"] is not None]
+def budget_fraction(run: Run, *, now: datetime | None = None) -> float | None:
+    fracs = [f["fraction"] for f in run.budget_usage(now=now).values() if f["fraction"] is not None]
     return max(fracs) if fracs else None
 
 
@@ -651,12 +651,13 @@ _AGE_REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 _CALENDAR_FREE = timedelta(days=28)
 
 
-def age(then: datetime, now: datetime) -> str:
+def age(then: datetime, now: datetime, *, language: str | None = None) -> str:
     """``timesince(then, now)``, looked up by whole minutes when that is all it depends on
-    (under 28 days no calendar month can be counted); a list shows 50 of them a page."""
+    (under 28 days no calendar month can be counted); a list shows 50 of them a page, and
+    passes the ``language`` read once (reading it costs more than the lookup)."""
     delta = now - then
     if timedelta(0) <= delta < _CALENDAR_FREE:
-        return _age_of(int(delta.total_seconds() // 60), get_language())
+        return _age_of(int(delta.total_seconds() // 60), language or get_language())
     return timesince(then, now)
 
 
@@ -679,6 +680,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
     detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
     out = []
     esc = html.escape
+    language = get_language()
     for run in runs:
         label, modifier = status_view(run, now=now)
         workflow = esc(run.workflow)
@@ -713,7 +715,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
             cells.append(f'<td><span class="small">{esc(str(progress["stage"]))}</span></td>')
         else:
             cells.append('<td><span class="muted">—</span></td>')
-        frac = budget_fraction(run)
+        frac = budget_fraction(run, now=now)
         if frac is not None:
             cells.append(
                 f'<td><span class="budget budget-{budget_level(frac)}">{round(100 * frac)}%'
@@ -722,9 +724,10 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
         else:
             cells.append('<td><span class="muted">no limit</span></td>')
         created = run.created_at
+        shown_age = esc(age(created, now, language=language))
         cells.append(
             f'<td><time datetime="{created.isoformat()}" '
-            f'title="{created:%Y-%m-%d %H:%M:%S} UTC">{esc(age(created, now))}</time>'
+            f'title="{created:%Y-%m-%d %H:%M:%S} UTC">{shown_age}</time>'
             "</td>"
         )
         out.append(f"<tr>{''.join(cells)}</tr>")

@@ -8,9 +8,11 @@ a run of another team is answered with 404, so its existence does not leak.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from runs.models import Membership, Run, Team
@@ -56,12 +58,24 @@ def team_roles(user: Any) -> list[TeamRole]:
     if user.is_superuser:
         rows = Team.objects.order_by("slug").values_list("pk", "slug", "name")
         return [TeamRole(pk, slug, name, Role.ADMIN) for pk, slug, name in rows]
-    rows = (
-        Membership.objects.filter(user=user)
-        .order_by("team__slug")
-        .values_list("team_id", "team__slug", "team__name", "role")
+    # Every page asks this, and the ORM took three times the query's own time to write it.
+    with connection.cursor() as cursor:
+        cursor.execute(_team_roles_sql(), [user.pk])
+        return [TeamRole(*row) for row in cursor.fetchall()]
+
+
+@functools.cache
+def _team_roles_sql() -> str:
+    """``Membership.objects.filter(user=user).order_by("team__slug").values_list("team_id",
+    "team__slug", "team__name", "role")``, written once."""
+    q = connection.ops.quote_name
+    m, t = Membership._meta, Team._meta
+    return (
+        f"SELECT m.{q(m.get_field('team').column)}, t.{q('slug')}, t.{q('name')}, "
+        f"m.{q('role')} FROM {q(m.db_table)} m INNER JOIN {q(t.db_table)} t "
+        f"ON t.{q(t.pk.column)} = m.{q(m.get_field('team').column)} "
+        f"WHERE m.{q(m.get_field('user').column)} = %s ORDER BY t.{q('slug')}"
     )
-    return [TeamRole(*row) for row in rows]
 
 
 def teams_for(user: Any, perm: str = VIEW) -> QuerySet[Team]:
