@@ -177,6 +177,8 @@ def pending_count(user: Any, *, reviewer: Reviewer | None = None) -> int:
     """How many requests wait on ``user`` (up to ``BADGE_CAP + 1``). Reads the rows rather
     than counting, so the cost is bounded by the cap whatever the table holds."""
     reviewer = reviewer or Reviewer.of(user)
+    if not reviewer.team_ids:  # decides in no team (most people, on every page): no query
+        return 0
     rows = decidable(reviewer).only(
         "pk",
         "team_id",
