@@ -328,6 +328,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 #: Set behind HTTPS so the session and CSRF cookies are never sent over plain HTTP.
 SECURE_COOKIES = _read("bool", "DJANGO_SECURE_COOKIES", False)
+# Django's database sessions, read by SQL written once (``agentops.sessions``).
+SESSION_ENGINE = "agentops.sessions"
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 # No inline script or style anywhere: every script is a static file of our own.

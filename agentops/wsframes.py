@@ -50,13 +50,14 @@ KEEP = 8
 
 class FramedWebSocketProtocol(WebSocketProtocol):
     def serverSend(self, content: str | bytes, binary: bool = False) -> None:
+        # Read defensively: an autobahn that renamed any of these takes the ordinary path.
         if (
             self.state != self.STATE_OPEN
-            or self._perMessageCompress is not None
-            or self.send_queue
-            or self.trackedTimings
-            or self.logOctets
-            or self.logFrames
+            or getattr(self, "_perMessageCompress", True) is not None
+            or getattr(self, "send_queue", True)
+            or getattr(self, "trackedTimings", True)
+            or getattr(self, "logOctets", True)
+            or getattr(self, "logFrames", True)
         ):
             super().serverSend(content, binary)
             return
@@ -120,11 +121,13 @@ EXTENSION = "agentops.frames"
 _create_application: Callable[..., Any] | None = None
 
 
-def _create_with_extension(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+def _create_with_extension(
+    self: Any, protocol: Any, scope: dict[str, Any], *args: Any, **kwargs: Any
+) -> Any:
     if isinstance(protocol, FramedWebSocketProtocol):
         scope.setdefault("extensions", {})[EXTENSION] = {"send_text": protocol.send_text}
     assert _create_application is not None
-    return _create_application(self, protocol, scope)
+    return _create_application(self, protocol, scope, *args, **kwargs)
 
 
 def install() -> None:
