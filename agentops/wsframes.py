@@ -17,8 +17,9 @@ first.
   twisted as before, which also keeps every error path (a full buffer, a reset peer, a
   socket closing) twisted's own.
 
-Anything unusual (a handshake still in progress, a closing socket, compression, TLS in
-twisted, autobahn's timing or octet logging) takes daphne's own path unchanged.
+Anything unusual (a handshake still in progress, a closing socket, compression,
+fragmenting, a message over the size limit, TLS, autobahn's timing or octet logging) takes
+daphne's own path unchanged.
 
 Each such socket's ``send_text`` is also offered to the application in the ASGI scope's
 ``extensions`` (``direct_send(scope)``): the run hub's hand-over calls it, skipping the
@@ -28,7 +29,9 @@ ordinary send.
 
 ``install()`` sets both up. ``agentops.asgi`` calls it, so it holds however daphne serves
 the application (``daphne``, ``manage.py serve``, ``runserver``); under another ASGI server
-nothing changes and ``direct_send`` finds nothing.
+nothing changes and ``direct_send`` finds nothing. It leans on daphne's, autobahn's and
+twisted's internals (``tests/agentops/test_wsframes.py`` runs a real daphne, plain and over
+TLS, and fails if an upgrade takes the direct path away or breaks it).
 
 Measured with 1,000 viewers of one run on one daphne, the sends of one hand-over took
 40-70 ms through daphne's own path, 18-30 ms with the frames alone, and 11-13 ms with the
@@ -37,15 +40,15 @@ direct send too (about 8 µs a socket is the ``send`` system call itself).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import tcp
 
 #: Frames of the last few distinct payload objects sent (a hand-over sends one or two
-#: renders to every viewer, one after another).
-KEEP = 8
+#: renders to every viewer, one after another; several runs may hand over at once).
+KEEP = 32
 
 
 class FramedWebSocketProtocol(WebSocketProtocol):
@@ -53,7 +56,9 @@ class FramedWebSocketProtocol(WebSocketProtocol):
         # Read defensively: an autobahn that renamed any of these takes the ordinary path.
         if (
             self.state != self.STATE_OPEN
+            or getattr(self, "send_state", None) != self.SEND_STATE_GROUND
             or getattr(self, "_perMessageCompress", True) is not None
+            or getattr(self, "autoFragmentSize", True)
             or getattr(self, "send_queue", True)
             or getattr(self, "trackedTimings", True)
             or getattr(self, "logOctets", True)
@@ -61,7 +66,11 @@ class FramedWebSocketProtocol(WebSocketProtocol):
         ):
             super().serverSend(content, binary)
             return
-        write_through(self.transport, frame_of(self.factory, content, binary))
+        frame, size = frame_of(self.factory, content, binary)
+        if 0 < getattr(self, "maxMessagePayloadSize", 1) < size:
+            super().serverSend(content, binary)  # autobahn refuses it, as it always did
+            return
+        write_through(self.transport, frame)
 
     def send_text(self, text: str) -> bool:
         """Send ``text`` on this socket now, if it is open (False, and nothing sent, if not)."""
@@ -71,30 +80,35 @@ class FramedWebSocketProtocol(WebSocketProtocol):
         return True
 
 
-_frames: dict[int, tuple[object, bool, bytes]] = {}
+_frames: dict[int, tuple[object, bool, bytes, int]] = {}
 
 
-def frame_of(factory: Any, content: str | bytes, binary: bool) -> bytes:
-    """The WebSocket frame of ``content``, built once per object (kept while it is among
-    the last ``KEEP`` sent: the entry holds the object, so its id cannot be reused)."""
+def frame_of(factory: Any, content: str | bytes, binary: bool) -> tuple[bytes, int]:
+    """The WebSocket frame of ``content`` and its payload's size, built once per object
+    (kept while it is among the last ``KEEP`` sent: the entry holds the object, so its id
+    cannot be reused meanwhile)."""
     key = id(content)
     kept = _frames.get(key)
     if kept is not None and kept[0] is content and kept[1] is binary:
-        return kept[2]
+        return kept[2], kept[3]
     payload = content if binary else content.encode("utf8")  # type: ignore[union-attr]
     frame: bytes = factory.prepareMessage(payload, binary).payloadHybi
     if len(_frames) >= KEEP:
         del _frames[next(iter(_frames))]
-    _frames[key] = (content, binary, frame)
-    return frame
+    _frames[key] = (content, binary, frame, len(payload))
+    return frame, len(payload)
 
 
 def write_through(transport: Any, data: bytes) -> None:
-    """Write ``data`` on ``transport`` now if nothing is queued before it; queue the rest."""
-    sock = getattr(transport, "socket", None)
+    """Write ``data`` on ``transport`` now if nothing is queued before it; queue the rest.
+
+    Only a plain twisted TCP (or Unix) connection is written to directly. Anything else, a
+    TLS connection first of all (twisted's TLS wrapper hands unknown attributes through to
+    the TCP connection beneath it, whose socket carries ciphertext), is written the
+    ordinary way."""
     if (
-        sock is None
-        or getattr(transport, "TLS", False)
+        not isinstance(transport, tcp.Connection)
+        or getattr(transport, "TLS", True)
         or not getattr(transport, "connected", False)
         or getattr(transport, "disconnecting", True)
         or getattr(transport, "_writeDisconnected", True)
@@ -104,7 +118,7 @@ def write_through(transport: Any, data: bytes) -> None:
         transport.write(data)
         return
     try:
-        sent = sock.send(data)
+        sent = transport.socket.send(data)
     except BlockingIOError:
         sent = 0
     except OSError:
@@ -133,16 +147,14 @@ def _create_with_extension(
 def install() -> None:
     """Make daphne's WebSocket factory build ``FramedWebSocketProtocol``, and daphne's server
     offer each such socket's ``send_text`` to the application in the scope's extensions.
+    (Twice is once.) Another ASGI server never calls either, so nothing changes there."""
+    from daphne.server import Server
 
-    The server is daphne's only if ``daphne.server`` is loaded (daphne's command line,
-    ``manage.py serve`` and ``runserver`` load it before the application); importing it here
-    would install twisted's reactor in a process that another server runs."""
     global _create_application
     WebSocketFactory.protocol = FramedWebSocketProtocol
-    server = sys.modules.get("daphne.server")
-    if server is not None and server.Server.create_application is not _create_with_extension:
-        _create_application = server.Server.create_application
-        server.Server.create_application = _create_with_extension
+    if Server.create_application is not _create_with_extension:
+        _create_application = Server.create_application
+        Server.create_application = _create_with_extension  # type: ignore[method-assign]
 
 
 def direct_send(scope: dict[str, Any]) -> Callable[[str], bool] | None:

@@ -57,6 +57,8 @@ def in_app_of(user: Any) -> QuerySet[Message]:
 
 def unread_count(user: Any) -> int:
     """Unread in-app messages of ``user``, counted up to ``BELL_CAP + 1``."""
+    if not getattr(user, "is_authenticated", False):
+        return 0
     # Every page shows it: reads up to the cap's rows (bounded whatever the table holds, on
     # the partial index of unread messages) by SQL written once, rather than have the ORM
     # write it each time (which took three times the query's own time).

@@ -38,7 +38,7 @@ def test_an_expired_session_loads_nothing_and_drops_its_key(seconds: int) -> Non
     loaded = SessionStore(s.session_key)
     assert loaded.load() == {}
     assert loaded.session_key is None
-    # One that expires later is still live: the comparison is on the instant, not the text.
+    # One that expires a little later is still live.
     Session.objects.filter(session_key=s.session_key).update(
         expire_date=timezone.now() + timedelta(seconds=5)
     )

@@ -8,11 +8,13 @@ import asyncio
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet import tcp
 
 from agentops import wsframes
 from tests.conftest import wait_for
@@ -37,35 +39,35 @@ def parse(frame: bytes) -> tuple[int, bytes]:
 def test_a_frame_is_one_final_text_frame_of_the_utf8(chars: int) -> None:
     factory = WebSocketServerFactory()
     text = "é" * chars
-    head, payload = parse(wsframes.frame_of(factory, text, False))
+    frame, size = wsframes.frame_of(factory, text, False)
+    head, payload = parse(frame)
     assert head == 0x81  # FIN, text
-    assert payload == text.encode()
-    head, payload = parse(wsframes.frame_of(factory, b"\x00\xff" * chars, True))
-    assert (head, payload) == (0x82, b"\x00\xff" * chars)
+    assert payload == text.encode() and size == len(payload)
+    frame, size = wsframes.frame_of(factory, b"\x00\xff" * chars, True)
+    assert (*parse(frame), size) == (0x82, b"\x00\xff" * chars, 2 * chars)
 
 
 def test_the_frame_of_one_object_is_built_once_and_equal_texts_apart() -> None:
     factory = WebSocketServerFactory()
     text = "".join(["run ", "changed"])
-    first = wsframes.frame_of(factory, text, False)
-    assert wsframes.frame_of(factory, text, False) is first
+    first = wsframes.frame_of(factory, text, False)[0]
+    assert wsframes.frame_of(factory, text, False)[0] is first
     other = "".join(["run ", "changed"])  # equal, another object: its own frame, same bytes
     assert other is not text
-    again = wsframes.frame_of(factory, other, False)
+    again = wsframes.frame_of(factory, other, False)[0]
     assert again == first and again is not first
     for i in range(wsframes.KEEP):
         wsframes.frame_of(factory, f"filler {i}", False)
-    assert wsframes.frame_of(factory, text, False) is not first  # forgotten, rebuilt
+    assert wsframes.frame_of(factory, text, False)[0] is not first  # forgotten, rebuilt
 
 
-class Transport:
-    """The parts of twisted's TCP transport that ``write_through`` reads, over a real socket;
-    ``write`` records what would have been queued with twisted."""
+class Transport(tcp.Connection):
+    """A twisted TCP connection over a real socket, with the state ``write_through`` reads
+    set by hand (no reactor); ``write`` records what would have been queued with twisted."""
 
-    TLS = False
-
-    def __init__(self, sock: socket.socket | None) -> None:
+    def __init__(self, sock: socket.socket) -> None:  # not twisted's: no reactor here
         self.socket = sock
+        self.TLS = False
         self.connected = 1
         self.disconnecting = False
         self._writeDisconnected = False
@@ -144,18 +146,41 @@ def test_a_failing_socket_leaves_the_frame_to_twisted() -> None:
         t = Transport(ours)
         wsframes.write_through(t, b"frame")  # EPIPE: twisted meets it and closes its way
         assert t.queued == [b"frame"]
-    t = Transport(None)  # no socket at all (a TLS wrapper, say)
-    wsframes.write_through(t, b"frame")
-    assert t.queued == [b"frame"]
 
 
-@pytest.fixture
-def daphne(tmp_path: Path) -> Any:
+def test_a_transport_that_is_not_a_plain_tcp_connection_is_written_the_ordinary_way() -> None:
+    """Twisted's TLS wrapper hands unknown attributes through to the TCP connection beneath,
+    socket included: only a real ``tcp.Connection`` is ever written to directly."""
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    with ours, peer:
+        inner = Transport(ours)
+
+        class Wrapper:
+            queued: list[bytes] = []
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(inner, name)
+
+            def write(self, data: bytes) -> None:
+                self.queued.append(data)
+
+        wrapper = Wrapper()
+        wsframes.write_through(wrapper, b"frame")
+        assert wrapper.queued == [b"frame"] and inner.queued == []
+        with pytest.raises(BlockingIOError):
+            peer.recv(10)
+
+
+def serve(tmp_path: Path, *endpoint: str) -> Iterator[int]:
+    """A real daphne serving ``wsframes_app`` (pinging every second); yields its port."""
     port = free_port()
     log = tmp_path / "daphne.log"
+    where = [ep.format(port=port) for ep in endpoint] or ["-b", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)),
+            *(sys.executable, "-m", "daphne", *where),
             *("--ping-interval", "1", "--ping-timeout", "30"),
             "tests.agentops.wsframes_app:app",
         ],
@@ -171,13 +196,19 @@ def daphne(tmp_path: Path) -> Any:
 
     try:
         wait_for(up, timeout=30)
-        yield f"ws://127.0.0.1:{port}/"
+        yield port
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def daphne(tmp_path: Path) -> Iterator[str]:
+    for port in serve(tmp_path):
+        yield f"ws://127.0.0.1:{port}/"
 
 
 def test_a_crowd_under_daphne_gets_every_message_whole_and_in_order(daphne: str) -> None:
@@ -217,9 +248,74 @@ def test_a_crowd_under_daphne_gets_every_message_whole_and_in_order(daphne: str)
     got, count, expected = asyncio.run(main())  # type: ignore[misc]
     for mine in got:
         assert mine == expected
-    _, sends, queued = count.split()
+    _, sends, queued, direct = count.split()
     assert int(sends) == 40 * len(expected)  # every send took the framed path
     assert 0 < int(queued) < int(sends)  # most went out at once, some queued behind others
+    assert int(direct) == 19 * len(expected)  # the /direct/ sockets: by the direct send
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_over_tls_every_message_arrives_whole(tmp_path: Path) -> None:
+    """Under TLS the transport is twisted's TLS wrapper: frames must go through it (written
+    straight to the socket beneath, they would be plaintext in a TLS stream)."""
+    import ssl
+
+    from websockets.asyncio.client import connect
+
+    key, cert = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cert)
+    context.check_hostname = False
+    endpoint = f"ssl:{{port}}:privateKey={key}:certKey={cert}:interface=127.0.0.1"
+
+    async def main(port: int) -> list[list[str]]:
+        base = f"wss://127.0.0.1:{port}/"
+        sockets = [
+            await connect(base + path, ssl=context, max_size=2**24) for path in ("", "direct/")
+        ]
+        await sockets[0].send("send 5 3000")
+        await sockets[0].send("send 2 100000")
+        got = [[await asyncio.wait_for(ws.recv(), 30) for _ in range(7)] for ws in sockets]
+        for ws in sockets:
+            await ws.close()
+        return got
+
+    for port in serve(tmp_path, "-e", endpoint):
+        got = asyncio.run(main(port))
+    expected = [f"{i}:" + "é" * 3000 for i in range(5)] + [f"{i}:" + "é" * 100000 for i in (0, 1)]
+    assert got == [expected, expected]
 
 
 def test_daphne_offers_the_direct_send_and_it_goes_no_further_than_an_open_socket(

@@ -5,25 +5,30 @@ messages, each one str object handed to every socket in the room (as the run hub
 through the ASGI send, or, for sockets opened on ``/direct/``, through the socket's direct
 send that the server offers in the scope's extensions (as ``RunConsumer.deliver`` does),
 numbered and padded with CHARS non-ASCII characters; ``count`` answers how many frames took
-the framed path so far, and after how many of them twisted held bytes queued (a socket that
-did not take a whole frame, or a frame queued behind others). Nothing of Django is loaded."""
+the framed path so far, after how many of them twisted held bytes queued (a socket that did
+not take a whole frame, or a frame queued behind others), and how many direct sends were
+made. Nothing of Django is loaded."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
+
+from twisted.internet import tcp
 
 from agentops import wsframes
 
 wsframes.install()
 
-framed = [0, 0]
+framed = [0, 0, 0]  # frames written, of which found bytes queued after; direct sends
 _write_through = wsframes.write_through
+_send_text = wsframes.FramedWebSocketProtocol.send_text
 
 
 def _counting(transport: Any, data: bytes) -> None:
     framed[0] += 1
-    if not getattr(transport, "small", False):
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "small", False):
         # A small send buffer, so that a few large messages fill it and queue with twisted.
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         transport.small = True
@@ -32,7 +37,14 @@ def _counting(transport: Any, data: bytes) -> None:
         framed[1] += 1
 
 
+def _counting_send_text(self: Any, text: str) -> bool:
+    sent = _send_text(self, text)
+    framed[2] += sent
+    return sent
+
+
 wsframes.write_through = _counting  # serverSend looks it up on the module at each send
+wsframes.FramedWebSocketProtocol.send_text = _counting_send_text  # type: ignore[method-assign]
 
 room: list[Any] = []
 
@@ -63,7 +75,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                     text = f"{i}:" + "é" * chars
                     for member in list(room):
                         await member({"type": "websocket.send", "text": text})
+                    # Let twisted write between messages, so a frame meets a connection
+                    # that twisted has half written (the rest in its buffer).
+                    await asyncio.sleep(0)
             elif command == ["count"]:
-                await send({"type": "websocket.send", "text": f"count {framed[0]} {framed[1]}"})
+                await send(
+                    {"type": "websocket.send", "text": f"count {framed[0]} {framed[1]} {framed[2]}"}
+                )
     finally:
         room.remove(deliver)
