@@ -337,7 +337,8 @@ class RunHub:
                 person = viewer.person_id
                 if person not in seen:
                     seen[person] = await viewer.render_for(since)
-                await viewer.deliver(seen[person])
+                if not viewer.sent_now(seen[person]):
+                    await viewer.deliver(seen[person])
             except Exception:  # one broken socket must not cost the others their update
                 log.warning("live update of run %s not pushed", viewer.run_id, exc_info=True)
             if i % self.SENDS_PER_TURN == 0:
@@ -460,13 +461,17 @@ class RunConsumer(LiveConsumer):
             lambda: render_run_live_as(run_id, may_operate=may_operate),
         )
 
+    def sent_now(self, html: str | None) -> bool:
+        """Sent ``html`` straight to the socket (under daphne, ``agentops.wsframes``), without
+        the ASGI send's layers: a crowd's hand-over does this per viewer. False: use
+        ``deliver``."""
+        return html is not None and self._direct is not None and self._direct(html)
+
     async def deliver(self, html: str | None) -> None:
         if html is None:  # access was taken away (or the run is gone): stop watching
             await self.close()
             return
-        # Under daphne, straight to the socket (``agentops.wsframes``): a crowd's hand-over
-        # skips the ASGI send's layers per viewer.
-        if self._direct is None or not self._direct(html):
+        if not self.sent_now(html):
             await self.base_send({"type": "websocket.send", "text": html})
 
 

@@ -396,6 +396,9 @@ def test_changes_arriving_during_a_hand_over_make_one_more_of_the_latest() -> No
             await asyncio.sleep(0.05)
             return f"since {since}"
 
+        def sent_now(self, html: str | None) -> bool:
+            return False  # no server's direct send here: the hub awaits ``deliver``
+
         async def deliver(self, html: str | None) -> None:
             assert html is not None
             self.sent.append(html)
