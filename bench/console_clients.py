@@ -14,13 +14,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import contextlib
 import gc
 import http.client
 import json
 import os
 import re
+import select
+import socket
 import sys
 import threading
 import time
@@ -94,55 +96,29 @@ def http_load(
 
 
 # ----------------------------------------------------------------------------- WebSockets
-class _Viewer(asyncio.BufferedProtocol):
+class _Viewer:
     """One viewer of a run's page: the WebSocket handshake a browser tab makes (session
     cookie, ``Origin``), then, for every message, the time it arrived and the highest step
     it shows.
 
     A browser receives on its own machine; here 1,000 clients share the server's two cores,
-    so each does the least a client can (a frame header, one scan of the payload, no
-    per-message task or queue): what the crowd costs the server is what is measured, not
-    what a client library costs the bench. Pings are answered, so the server keeps it."""
+    so each does the least a client can: one ``recv`` per readable socket from a plain epoll
+    loop (no event-loop callbacks, tasks or queues per message), a frame header, one scan of
+    the payload. What the crowd costs the server is what is measured, not what a client
+    library costs the bench. Pings are answered, so the server keeps it."""
 
-    def __init__(self, request: bytes, firsts: dict[int, float], last: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.request, self.firsts, self.last = request, firsts, last
-        self.opened: asyncio.Future[None] = loop.create_future()  # the first push arrived
-        self.finished: asyncio.Future[None] = loop.create_future()  # saw the last, or closed
+    def __init__(self, sock: socket.socket, firsts: dict[int, float], last: int) -> None:
+        self.sock, self.firsts, self.last = sock, firsts, last
         self.buf = bytearray()
         self.fragments = bytearray()
-        self.upgraded = False
+        self.opened = False  # the first push (sent on connect) arrived
+        self.done = False  # saw the last step
+        self.closed = False
         self.seen = -1  # the highest step shown so far
-        self.transport: Any = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = ConnectionError(f"closed by the server ({exc!r})")
-        for fut in (self.opened, self.finished):
-            if not fut.done():
-                fut.set_exception(reason)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _SCRATCH  # read into one buffer (asyncio's default allocates 256 KiB a read)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        at = time.time()
+    def feed(self, data: bytes | memoryview, at: float) -> None:
         buf = self.buf
-        buf += _SCRATCH[:nbytes]
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            status = bytes(buf[: buf.find(b"\r\n")])
-            if b" 101 " not in status:
-                self.opened.set_exception(ConnectionError(f"refused: {status!r}"))
-                self.transport.close()
-                return
-            del buf[: end + 4]
-            self.upgraded = True
+        buf += data
         while len(buf) >= 2:
             size, start = buf[1] & 0x7F, 2
             if size == 126:
@@ -155,9 +131,10 @@ class _Viewer(asyncio.BufferedProtocol):
             payload = bytes(buf[start : start + size])
             del buf[: start + size]
             if opcode == 0x9 and size < 126:  # ping: a masked pong (a zero mask) with its data
-                self.transport.write(bytes((0x8A, 0x80 | size)) + bytes(4) + payload)
+                with contextlib.suppress(OSError):
+                    self.sock.send(bytes((0x8A, 0x80 | size)) + bytes(4) + payload)
             elif opcode == 0x8:
-                self.transport.close()
+                self.closed = True
                 return
             elif opcode in (0x0, 0x1, 0x2):
                 if not fin:
@@ -168,68 +145,79 @@ class _Viewer(asyncio.BufferedProtocol):
                 self._message(payload, at)
 
     def _message(self, payload: bytes, at: float) -> None:
-        if not self.opened.done():
-            self.opened.set_result(None)  # the partial sent on connect
+        if not self.opened:
+            self.opened = True  # the partial sent on connect
             return
         found = TICK.findall(payload)
         top = max(map(int, found)) if found else -1
         for n in range(self.seen + 1, top + 1):
             self.firsts[n] = at
         self.seen = max(self.seen, top)
-        if self.seen >= self.last and not self.finished.done():
-            self.finished.set_result(None)
+        if self.seen >= self.last:
+            self.done = True
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"\x88\x80" + bytes(4))  # close, masked, no code
-            self.transport.close()
+        with contextlib.suppress(OSError):
+            self.sock.send(b"\x88\x80" + bytes(4))  # close, masked, no code
+        self.sock.close()
 
 
-_SCRATCH = memoryview(bytearray(256 * 1024))
-
-
-async def _viewer(
-    params: dict[str, Any],
-    cookie: str,
-    firsts: dict[int, float],
-    connected: asyncio.Semaphore,
-    viewers: list[_Viewer],
-) -> _Viewer:
+def _open(params: dict[str, Any], cookie: str, firsts: dict[int, float]) -> _Viewer:
+    """Connect and send the handshake (the answer is read with the others')."""
     url = urlsplit(params["url"])
     key = base64.b64encode(os.urandom(16)).decode()
-    request = (
+    sock = socket.create_connection((url.hostname, url.port), timeout=120)
+    sock.sendall(
         f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: {params['origin']}\r\nCookie: {cookie}\r\n\r\n"
-    ).encode()
-    loop = asyncio.get_running_loop()
-    async with connected:
-        _, viewer = await loop.create_connection(
-            lambda: _Viewer(request, firsts, params["ticks"] - 1),
-            url.hostname,
-            url.port,
-        )
-        viewers.append(viewer)
-        await asyncio.wait_for(asyncio.shield(viewer.opened), 120)
-    return viewer
+        f"Origin: {params['origin']}\r\nCookie: {cookie}\r\n\r\n".encode()
+    )
+    return _Viewer(sock, firsts, params["ticks"] - 1)
 
 
-async def _viewers(params: dict[str, Any]) -> dict[str, Any]:
+def _upgrade(viewer: _Viewer) -> None:
+    """Read the handshake's answer and the push sent on connect (blocking, with a timeout)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = viewer.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        head += chunk
+    status, _, rest = head.partition(b"\r\n\r\n")
+    line = status.split(b"\r\n", 1)[0]
+    if b" 101 " not in line:
+        raise ConnectionError(f"refused: {line!r}")
+    viewer.feed(rest, time.time())
+    while not viewer.opened:
+        chunk = viewer.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the first push")
+        viewer.feed(chunk, time.time())
+
+
+def _viewers(params: dict[str, Any]) -> dict[str, Any]:
     count = params["count"]
     cookies = params["cookies"]
-    connected = asyncio.Semaphore(params.get("connect_concurrency", 20))
+    batch = params.get("connect_concurrency", 20)
     records: list[dict[int, float]] = [{} for _ in range(count)]
-    viewers: list[_Viewer] = []
+    opened: list[_Viewer] = []
+    failures: list[str] = []
     t0 = time.perf_counter()
-    opening = await asyncio.gather(
-        *(
-            _viewer(params, cookies[i % len(cookies)], records[i], connected, viewers)
-            for i in range(count)
-        ),
-        return_exceptions=True,
-    )
-    opened = [v for v in opening if isinstance(v, _Viewer)]
-    failures = [repr(v) for v in opening if isinstance(v, BaseException)]
+    for first in range(0, count, batch):  # handshakes in batches, as a crowd arrives
+        pending = []
+        for i in range(first, min(first + batch, count)):
+            try:
+                pending.append(_open(params, cookies[i % len(cookies)], records[i]))
+            except OSError as exc:
+                failures.append(repr(exc))
+        for viewer in pending:
+            try:
+                _upgrade(viewer)
+                viewer.sock.setblocking(False)
+                opened.append(viewer)
+            except OSError as exc:
+                failures.append(repr(exc))
+                viewer.sock.close()
     if not opened:
         raise RuntimeError(f"no viewer connected: {failures[:1]}")
     ready_s = time.perf_counter() - t0
@@ -238,30 +226,52 @@ async def _viewers(params: dict[str, Any]) -> dict[str, Any]:
     gc.freeze()
     cpu0 = time.process_time()
     print(f"ready {count} {ready_s:.2f}", flush=True)
-    # Done when every viewer has seen the last step, or when the parent says "stop".
-    loop = asyncio.get_running_loop()
-    told = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), told.set)
-    everyone = asyncio.gather(*(v.finished for v in opened), return_exceptions=True)
-    await asyncio.wait(
-        [everyone, asyncio.create_task(told.wait())], return_when=asyncio.FIRST_COMPLETED
-    )
-    if everyone.done():
+    poller = select.epoll()
+    by_fd = {v.sock.fileno(): v for v in opened}
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    stdin = sys.stdin.fileno()
+    poller.register(stdin, select.EPOLLIN)
+    scratch = bytearray(256 * 1024)
+    view = memoryview(scratch)
+    waiting = len(opened)  # viewers yet to see the last step
+    told = False
+    lost: list[str] = []
+    while waiting and not told:
+        for fd, _ in poller.poll(1.0):
+            if fd == stdin:
+                told = True
+                continue
+            viewer = by_fd[fd]
+            try:
+                n = viewer.sock.recv_into(scratch)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                n, viewer.closed = 0, True
+                lost.append(repr(exc))
+            at = time.time()
+            was_done = viewer.done
+            if n:
+                viewer.feed(view[:n], at)
+            else:
+                viewer.closed = True
+            if viewer.closed:
+                poller.unregister(fd)
+                if not was_done:
+                    lost.append("closed by the server")
+            if (viewer.done and not was_done) or (viewer.closed and not viewer.done):
+                waiting -= 1
+    cpu_s = time.process_time() - cpu0
+    if not told:
         # Hang up only when told: viewers leaving while others are still being handed the
         # last step would slow those down, which no crowd of real pages does at once.
         print("seen", flush=True)
-        await told.wait()
-    loop.remove_reader(sys.stdin.fileno())
-    for viewer in viewers:
+        sys.stdin.readline()
+    for viewer in opened:
         viewer.close()
-    everyone.cancel()
-    lost = [
-        repr(v.finished.exception())
-        for v in opened
-        if v.finished.done() and not v.finished.cancelled() and v.finished.exception()
-    ]
     return {
-        "cpu_s": time.process_time() - cpu0,  # the clients' own CPU while receiving
+        "cpu_s": cpu_s,  # the clients' own CPU while receiving
         "connect_s": ready_s,
         "connected": len(opened),
         "firsts": records,
@@ -271,5 +281,5 @@ async def _viewers(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def viewers_main(params: dict[str, Any], out: Path) -> None:
-    result = asyncio.run(_viewers(params))
+    result = _viewers(params)
     out.write_text(json.dumps(result))
