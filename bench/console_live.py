@@ -62,8 +62,14 @@ def start_ticker(ticks: int, interval: float) -> Any:
     return run
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of process ``pid`` (and those it starts later) on ``cpus``."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
 def spawn_viewers(
-    params: dict[str, Any], workdir: Path, name: str
+    params: dict[str, Any], workdir: Path, name: str, cpus: set[int] | None = None
 ) -> tuple[subprocess.Popen, Path]:
     out = workdir / f"viewers-{name}.json"
     proc = subprocess.Popen(
@@ -81,6 +87,7 @@ def spawn_viewers(
         text=True,
         cwd=str(ROOT),
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     return proc, out
 
@@ -117,6 +124,7 @@ def watch(
     name: str,
     fanout_timeout: float = 180.0,
     crowd_processes: int = 1,
+    client_cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """``viewers`` WebSockets on one run's page while a worker runs its ``ticks`` steps; per
     step, receive time - ``Step.finished_at``. The first and (with more than two) the last
@@ -150,7 +158,7 @@ def watch(
                 "count": count,
                 "ticks": ticks,
             }
-            proc, out = spawn_viewers(params, workdir, f"{name}-{group}")
+            proc, out = spawn_viewers(params, workdir, f"{name}-{group}", client_cpus)
             procs.append((group, proc, out))
             connect_s[group] = wait_ready(proc, timeout=300)
         _log(f"[live {name}] {viewers} viewer(s) connected ({connect_s})")
