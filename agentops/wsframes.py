@@ -80,23 +80,23 @@ class FramedWebSocketProtocol(WebSocketProtocol):
         return True
 
 
-_frames: dict[int, tuple[object, bool, bytes, int]] = {}
+_frames: dict[tuple[bool, str | bytes], tuple[bytes, int]] = {}
 
 
 def frame_of(factory: Any, content: str | bytes, binary: bool) -> tuple[bytes, int]:
-    """The WebSocket frame of ``content`` and its payload's size, built once per object
-    (kept while it is among the last ``KEEP`` sent: the entry holds the object, so its id
-    cannot be reused meanwhile)."""
-    key = id(content)
+    """The WebSocket frame of ``content`` and its payload's size, built once while it is
+    among the last ``KEEP`` sent. Keyed by the content itself: a str or bytes keeps its
+    hash, so the 1,000 sends of one render look it up without reading it again."""
+    key = (binary, content)
     kept = _frames.get(key)
-    if kept is not None and kept[0] is content and kept[1] is binary:
-        return kept[2], kept[3]
+    if kept is not None:
+        return kept
     payload = content if binary else content.encode("utf8")  # type: ignore[union-attr]
-    frame: bytes = factory.prepareMessage(payload, binary).payloadHybi
+    kept = factory.prepareMessage(payload, binary).payloadHybi, len(payload)
     if len(_frames) >= KEEP:
         del _frames[next(iter(_frames))]
-    _frames[key] = (content, binary, frame, len(payload))
-    return frame, len(payload)
+    _frames[key] = kept
+    return kept
 
 
 def write_through(transport: Any, data: bytes) -> None:
@@ -132,17 +132,6 @@ def write_through(transport: Any, data: bytes) -> None:
 #: The ASGI scope extension naming a socket's direct send: ``{"send_text": callable}``.
 EXTENSION = "agentops.frames"
 
-_create_application: Callable[..., Any] | None = None
-
-
-def _create_with_extension(
-    self: Any, protocol: Any, scope: dict[str, Any], *args: Any, **kwargs: Any
-) -> Any:
-    if isinstance(protocol, FramedWebSocketProtocol):
-        scope.setdefault("extensions", {})[EXTENSION] = {"send_text": protocol.send_text}
-    assert _create_application is not None
-    return _create_application(self, protocol, scope, *args, **kwargs)
-
 
 def install() -> None:
     """Make daphne's WebSocket factory build ``FramedWebSocketProtocol``, and daphne's server
@@ -150,11 +139,20 @@ def install() -> None:
     (Twice is once.) Another ASGI server never calls either, so nothing changes there."""
     from daphne.server import Server
 
-    global _create_application
     WebSocketFactory.protocol = FramedWebSocketProtocol
-    if Server.create_application is not _create_with_extension:
-        _create_application = Server.create_application
-        Server.create_application = _create_with_extension  # type: ignore[method-assign]
+    original = Server.create_application
+    if getattr(original, "offers_direct_send", False):
+        return
+
+    def create_application(
+        self: Any, protocol: Any, scope: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        if isinstance(protocol, FramedWebSocketProtocol):
+            scope.setdefault("extensions", {})[EXTENSION] = {"send_text": protocol.send_text}
+        return original(self, protocol, scope, *args, **kwargs)
+
+    create_application.offers_direct_send = True  # type: ignore[attr-defined]
+    Server.create_application = create_application  # type: ignore[method-assign]
 
 
 def direct_send(scope: dict[str, Any]) -> Callable[[str], bool] | None:

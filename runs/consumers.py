@@ -463,16 +463,17 @@ class RunConsumer(LiveConsumer):
 
     def sent_now(self, html: str | None) -> bool:
         """Sent ``html`` straight to the socket (under daphne, ``agentops.wsframes``), without
-        the ASGI send's layers: a crowd's hand-over does this per viewer. False: use
-        ``deliver``."""
+        the ASGI send's layers: a crowd's hand-over tries this per viewer first. False:
+        nothing was sent, ``deliver`` it."""
         return html is not None and self._direct is not None and self._direct(html)
 
     async def deliver(self, html: str | None) -> None:
-        if html is None:  # access was taken away (or the run is gone): stop watching
+        """Send ``html`` the ordinary way (None: access was taken away, or the run is gone,
+        so stop watching)."""
+        if html is None:
             await self.close()
             return
-        if not self.sent_now(html):
-            await self.base_send({"type": "websocket.send", "text": html})
+        await self.base_send({"type": "websocket.send", "text": html})
 
 
 class RunListConsumer(LiveConsumer):

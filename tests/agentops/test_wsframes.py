@@ -47,18 +47,19 @@ def test_a_frame_is_one_final_text_frame_of_the_utf8(chars: int) -> None:
     assert (*parse(frame), size) == (0x82, b"\x00\xff" * chars, 2 * chars)
 
 
-def test_the_frame_of_one_object_is_built_once_and_equal_texts_apart() -> None:
+def test_the_frame_of_a_text_is_built_once_while_it_is_among_the_last_sent() -> None:
     factory = WebSocketServerFactory()
     text = "".join(["run ", "changed"])
     first = wsframes.frame_of(factory, text, False)[0]
-    assert wsframes.frame_of(factory, text, False)[0] is first
-    other = "".join(["run ", "changed"])  # equal, another object: its own frame, same bytes
-    assert other is not text
-    again = wsframes.frame_of(factory, other, False)[0]
-    assert again == first and again is not first
+    assert wsframes.frame_of(factory, text, False)[0] is first  # the 1,000 sends of one render
+    other = "".join(["run ", "changed"])  # an equal text, another object: the same frame
+    assert other is not text and wsframes.frame_of(factory, other, False)[0] is first
+    binary = wsframes.frame_of(factory, text.encode(), True)[0]
+    assert binary != first and parse(binary) == (0x82, text.encode())  # text and bytes apart
     for i in range(wsframes.KEEP):
         wsframes.frame_of(factory, f"filler {i}", False)
-    assert wsframes.frame_of(factory, text, False)[0] is not first  # forgotten, rebuilt
+    again = wsframes.frame_of(factory, text, False)[0]
+    assert again == first and again is not first  # forgotten, built again
 
 
 class Transport(tcp.Connection):

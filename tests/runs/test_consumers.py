@@ -139,6 +139,55 @@ def test_the_run_socket_pushes_the_rendered_partial_after_a_change(
     run_async(test)
 
 
+def test_a_server_offering_a_direct_send_gets_the_hand_overs_through_it(
+    team: Team, other_team: Team
+) -> None:
+    """Under daphne each socket's direct send is in the scope's extensions
+    (``agentops.wsframes``, tested against a real daphne there): the run hub hands changes
+    over through it, and falls back to the ordinary send when it refuses (a socket that is
+    no longer open)."""
+    from agentops.wsframes import EXTENSION
+
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    prepare_cookies(cast.owner)
+
+    async def test() -> None:
+        direct: list[str] = []
+        accepting = [True]
+
+        def send_text(text: str) -> bool:
+            if accepting[0]:
+                direct.append(text)
+            return accepting[0]
+
+        owner = WebsocketCommunicator(
+            application,
+            f"/ws/runs/{run.pk}/",
+            headers=[ORIGIN, *session_cookie_async_cache[cast.owner]],
+        )
+        owner.scope["extensions"] = {EXTENSION: {"send_text": send_text}}
+        connected, _ = await owner.connect(timeout=5)
+        assert connected
+        assert (await owner.receive_from(timeout=5)).startswith('<section id="run-live"')
+
+        current = await database_sync_to_async(Run.objects.get)(pk=run.pk)
+        await database_sync_to_async(current.pause)(actor="user:owner")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not any("badge-paused" in html for html in direct) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert any("badge-paused" in html for html in direct)
+        assert await owner.receive_nothing(timeout=0.2)  # not sent twice
+
+        accepting[0] = False
+        await database_sync_to_async(current.resume)(actor="user:owner")
+        await receive_until(owner, lambda html: "badge-paused" not in html)
+        await owner.disconnect()
+
+    run_async(test)
+
+
 def test_the_list_socket_pushes_the_table_of_the_users_teams(team: Team, other_team: Team) -> None:
     cast = make_cast(team, other_team)
     prepare_cookies(cast.owner, cast.outsider, None)
