@@ -29,7 +29,8 @@ class SessionStore(db.SessionStore):
 
 @functools.cache
 def _read_sql(alias: str) -> str:
-    """``Session.objects.get(session_key=…, expire_date__gt=now)``, reading the data only."""
+    """``Session.objects.get(session_key=…, expire_date__gt=now)``, reading the data only;
+    written once per database (as ``runs.hotpath`` writes the step's statements)."""
     from django.contrib.sessions.models import Session
 
     q = connections[alias].ops.quote_name

@@ -5,11 +5,11 @@
   latency includes the queue at the server; every answer must be a 200 with the page's
   marker in it.
 - ``viewers_main``: a child process (``bench/console.py --viewers …``) that opens WebSocket
-  connections on asyncio, as a browser tab would (session cookie, ``Origin``), each parsing
-  its frames itself (``_Viewer``: the least a client can do), and records for every
-  connection when each step of the watched run first showed up in a push. A step shows up
-  as ``tick-<n>`` in the pushed timeline; a push that shows step n shows every step before
-  it too.
+  connections as a browser tab would (session cookie, ``Origin``), reads them from a plain
+  epoll loop, each parsing its frames itself (``_Viewer``: the least a client can do), and
+  records for every connection when each step of the watched run first showed up in a
+  push. A step shows up as ``tick-<n>`` in the pushed timeline; a push that shows step n
+  shows every step before it too.
 """
 
 from __future__ import annotations

@@ -60,14 +60,15 @@ def team_roles(user: Any) -> list[TeamRole]:
         return [TeamRole(pk, slug, name, Role.ADMIN) for pk, slug, name in rows]
     # Every page asks this, and the ORM took three times the query's own time to write it.
     with connection.cursor() as cursor:
-        cursor.execute(_team_roles_sql(), [user.pk])
+        cursor.execute(_team_roles_sql(connection.vendor), [user.pk])
         return [TeamRole(*row) for row in cursor.fetchall()]
 
 
 @functools.cache
-def _team_roles_sql() -> str:
+def _team_roles_sql(vendor: str) -> str:
     """``Membership.objects.filter(user=user).order_by("team__slug").values_list("team_id",
-    "team__slug", "team__name", "role")``, written once."""
+    "team__slug", "team__name", "role")``, written once per database vendor (as
+    ``runs.hotpath`` writes the step's statements)."""
     q = connection.ops.quote_name
     m, t = Membership._meta, Team._meta
     return (

@@ -81,6 +81,9 @@
       return; // fetched for this state already: never loop
     }
     fetchedFor = key;
+    refetch(pane);
+  }
+  function refetch(pane) {
     htmx.ajax("GET", pane.dataset.url, { target: "#approval-detail", swap: "outerHTML" });
   }
   // Kept typing: say that the request changed, and offer the latest (which drops it).
@@ -96,7 +99,7 @@
     latest.type = "button";
     latest.textContent = "Show the latest";
     latest.addEventListener("click", function () {
-      htmx.ajax("GET", pane.dataset.url, { target: "#approval-detail", swap: "outerHTML" });
+      refetch(pane);
     });
     note.appendChild(latest);
     var head = pane.querySelector(".detail-head");
