@@ -9,8 +9,8 @@ first.
 
 ``FramedWebSocketProtocol`` changes two things and nothing else:
 
-- the frame of a text (or bytes) object is built once and kept for the next sends of that
-  very object (autobahn's ``prepareMessage``, made for broadcasting): server frames are not
+- the frame of a text (or bytes) is built once and kept for the next sends of the same
+  content (autobahn's ``prepareMessage``, made for broadcasting): server frames are not
   masked, so every socket gets the same bytes;
 - the frame is written to the socket at once when nothing is queued before it on that
   connection (the ordinary case), and whatever the socket does not take is queued with
