@@ -15,6 +15,9 @@ from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
+#: A full garbage collection after this many of the middle generation's (see the end).
+FULL_COLLECTION_AFTER = 100
+
 
 class SyncChainASGIHandler(ASGIHandler):
     """Django's ASGI handler, with the middleware chain and the view run synchronously, in
@@ -97,3 +100,12 @@ application = ProtocolTypeRouter(
 # Under load such collections were the pauses behind the page latency's tail.
 gc.collect()
 gc.freeze()
+# What comes later cannot be frozen: a held WebSocket is some 220 tracked objects (protocol,
+# consumer, its tasks and coroutines, scope, session), so a process holding 1,000 pages has
+# a quarter of a million, and a full collection walking them stopped every socket and
+# request in the process for 100-160 ms on a shared core, once or twice a minute while
+# pages came and went. The young generations are collected as before; a full collection
+# waits for ten times as many of theirs (Python's default is 10), so comes ten times as
+# rarely. What it is there for, garbage cycles that outlived the young generations (a
+# closed connection leaves some 20 objects of them), waits that much longer.
+gc.set_threshold(*gc.get_threshold()[:2], FULL_COLLECTION_AFTER)

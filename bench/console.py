@@ -20,10 +20,13 @@ below runs against them, in the distributed deployment (``DATABASE_URL`` on Post
    WebSocket on the run's page;
 4. the same with 1 viewer and with 1,000 viewers of that run's page connected to one daphne
    process: the latency of the first and of the last viewer the server serves (each in a
-   client process of its own), and of all of them as their clients saw it (the crowd's
-   clients share the machine's cores with the server, so their own receiving is in it);
-   then again with the daphne process pinned to a core of its own and the clients to the
-   others, as deployed (a process per core, the pages on other machines).
+   client process of its own), and of all of them. A push's latency ends when it arrives
+   in its viewer's socket (the kernel's receive timestamp), as a browser on its own machine
+   would read it; the time to the crowd's clients reading it is reported beside it (500
+   viewers share a client process and the clients share the cores with the server, so
+   their CPU is in both figures and their backlog in the second); then again with the
+   daphne process pinned to a core of its own and the clients to the others, as deployed
+   (a process per core, the pages on other machines).
 
 ``--quick`` runs smaller sizes (under two minutes on two cores).
 """
@@ -434,10 +437,13 @@ def _viewers_section(add: Any, title: str, one: dict[str, Any], many: dict[str, 
     if many.get("last_probe"):
         add(_fig_row(f"{n:,} viewers: the last served", many["last_probe"]))
     add(_fig_row(f"{n:,} viewers: all of them", many["all"]))
+    if many.get("all_read"):
+        add(_fig_row(f"{n:,} viewers: all, as read", many["all_read"]))
     add(_fig_row(f"{n:,} viewers: the last, per step", many["last_viewer"]))
     add(
         f"  connected {many['connected']:,} of {n:,} in {many['connect_s']} s; closed with "
-        f"an error: {many['failed']:,}; (viewer, step) pairs never shown: {many['missed']:,}"
+        f"an error: {many['failed']:,}; (viewer, step) pairs never shown: {many['missed']:,}; "
+        f"reads without the kernel's arrival time: {many.get('unstamped', 0):,}"
     )
     if many.get("crowd_cpu_s"):
         add(

@@ -10,6 +10,13 @@
   records for every connection when each step of the watched run first showed up in a
   push. A step shows up as ``tick-<n>`` in the pushed timeline; a push that shows step n
   shows every step before it too.
+
+When a push arrived is the kernel's receive timestamp of its last bytes (``SO_TIMESTAMPNS``:
+the moment the server's send put them in the viewer's socket), not the moment this process
+got round to reading it. A browser reads its one socket on its own machine at once; here
+500 viewers share a process and two cores with the server, and the time a viewer waits for
+the process to reach its socket is the bench's, not the server's. When it was read is
+recorded too, and reported beside it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import re
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -31,6 +39,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 TICK = re.compile(rb"tick-(\d+)")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux's value; Python may lack it
+STAMP = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds
+STAMP_SPACE = socket.CMSG_SPACE(STAMP.size)
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -107,8 +118,10 @@ class _Viewer:
     the payload. What the crowd costs the server is what is measured, not what a client
     library costs the bench. Pings are answered, so the server keeps it."""
 
-    def __init__(self, sock: socket.socket, firsts: dict[int, float], last: int) -> None:
-        self.sock, self.firsts, self.last = sock, firsts, last
+    def __init__(
+        self, sock: socket.socket, firsts: dict[int, float], reads: dict[int, float], last: int
+    ) -> None:
+        self.sock, self.firsts, self.reads, self.last = sock, firsts, reads, last
         self.buf = bytearray()
         self.fragments = bytearray()
         self.opened = False  # the first push (sent on connect) arrived
@@ -116,7 +129,8 @@ class _Viewer:
         self.closed = False
         self.seen = -1  # the highest step shown so far
 
-    def feed(self, data: bytes | memoryview, at: float) -> None:
+    def feed(self, data: bytes | memoryview, at: float, read: float) -> None:
+        """``data`` arrived at ``at`` and was read at ``read`` (epoch seconds)."""
         buf = self.buf
         buf += data
         while len(buf) >= 2:
@@ -142,9 +156,9 @@ class _Viewer:
                     continue
                 if self.fragments:
                     payload, self.fragments = bytes(self.fragments) + payload, bytearray()
-                self._message(payload, at)
+                self._message(payload, at, read)
 
-    def _message(self, payload: bytes, at: float) -> None:
+    def _message(self, payload: bytes, at: float, read: float) -> None:
         if not self.opened:
             self.opened = True  # the partial sent on connect
             return
@@ -152,6 +166,7 @@ class _Viewer:
         top = max(map(int, found)) if found else -1
         for n in range(self.seen + 1, top + 1):
             self.firsts[n] = at
+            self.reads[n] = read
         self.seen = max(self.seen, top)
         if self.seen >= self.last:
             self.done = True
@@ -162,17 +177,20 @@ class _Viewer:
         self.sock.close()
 
 
-def _open(params: dict[str, Any], cookie: str, firsts: dict[int, float]) -> _Viewer:
+def _open(
+    params: dict[str, Any], cookie: str, firsts: dict[int, float], reads: dict[int, float]
+) -> _Viewer:
     """Connect and send the handshake (the answer is read with the others')."""
     url = urlsplit(params["url"])
     key = base64.b64encode(os.urandom(16)).decode()
     sock = socket.create_connection((url.hostname, url.port), timeout=120)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.sendall(
         f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"Origin: {params['origin']}\r\nCookie: {cookie}\r\n\r\n".encode()
     )
-    return _Viewer(sock, firsts, params["ticks"] - 1)
+    return _Viewer(sock, firsts, reads, params["ticks"] - 1)
 
 
 def _upgrade(viewer: _Viewer) -> None:
@@ -187,19 +205,22 @@ def _upgrade(viewer: _Viewer) -> None:
     line = status.split(b"\r\n", 1)[0]
     if b" 101 " not in line:
         raise ConnectionError(f"refused: {line!r}")
-    viewer.feed(rest, time.time())
+    now = time.time()
+    viewer.feed(rest, now, now)
     while not viewer.opened:
         chunk = viewer.sock.recv(65536)
         if not chunk:
             raise ConnectionError("closed before the first push")
-        viewer.feed(chunk, time.time())
+        now = time.time()
+        viewer.feed(chunk, now, now)
 
 
 def _viewers(params: dict[str, Any]) -> dict[str, Any]:
     count = params["count"]
     cookies = params["cookies"]
     batch = params.get("connect_concurrency", 20)
-    records: list[dict[int, float]] = [{} for _ in range(count)]
+    records: list[dict[int, float]] = [{} for _ in range(count)]  # arrived, by step
+    reads: list[dict[int, float]] = [{} for _ in range(count)]  # read, by step
     opened: list[_Viewer] = []
     failures: list[str] = []
     t0 = time.perf_counter()
@@ -207,7 +228,7 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
         pending = []
         for i in range(first, min(first + batch, count)):
             try:
-                pending.append(_open(params, cookies[i % len(cookies)], records[i]))
+                pending.append(_open(params, cookies[i % len(cookies)], records[i], reads[i]))
             except OSError as exc:
                 failures.append(repr(exc))
         for viewer in pending:
@@ -234,6 +255,8 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
     poller.register(stdin, select.EPOLLIN)
     scratch = bytearray(256 * 1024)
     view = memoryview(scratch)
+    buffers = [scratch]
+    unstamped = 0  # reads the kernel gave no arrival time for (their read time stands in)
     waiting = len(opened)  # viewers yet to see the last step
     told = False
     lost: list[str] = []
@@ -243,17 +266,25 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
                 told = True
                 continue
             viewer = by_fd[fd]
+            stamps: list[tuple[int, int, bytes]] = []
             try:
-                n = viewer.sock.recv_into(scratch)
+                n, stamps, _, _ = viewer.sock.recvmsg_into(buffers, STAMP_SPACE)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 n, viewer.closed = 0, True
                 lost.append(repr(exc))
-            at = time.time()
+            read = time.time()
+            at = read
+            for level, kind, data in stamps:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = STAMP.unpack_from(data)
+                    at = seconds + nanoseconds * 1e-9
+            if n and at is read:
+                unstamped += 1
             was_done = viewer.done
             if n:
-                viewer.feed(view[:n], at)
+                viewer.feed(view[:n], at, read)
             else:
                 viewer.closed = True
             if viewer.closed:
@@ -275,6 +306,8 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
         "connect_s": ready_s,
         "connected": len(opened),
         "firsts": records,
+        "reads": reads,
+        "unstamped": unstamped,
         "failed": len(failures) + len(lost),
         "failures": (failures + lost)[:5],
     }

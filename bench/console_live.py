@@ -1,6 +1,7 @@
 """The console benchmark's live-update measurements: a real worker drives a ``bench-ticker``
 run while WebSocket viewers (``bench/console_clients.py``, in client processes of their own)
-watch its page; per step, the time from ``Step.finished_at`` to each viewer's message.
+watch its page; per step, the time from ``Step.finished_at`` to each viewer's message
+arriving in its socket (and, reported beside it, to the client reading it).
 
 The first viewer has a client process to itself, so a crowd of viewers in the other process
 cannot delay its receiving; both processes report when each step first showed up.
@@ -196,6 +197,7 @@ def watch(
     }
     result: dict[str, Any] = {"viewers": viewers, "ticks": ticks, "connect_s": connect_s}
     everyone: list[float] = []
+    everyone_read: list[float] = []  # as the bench's clients got round to reading them
     last_viewer: dict[int, float] = {}
     missed = 0
     for group, _, out in procs:
@@ -203,10 +205,11 @@ def watch(
         result.setdefault("failures", []).extend(data["failures"])
         result["failed"] = result.get("failed", 0) + data["failed"]
         result["connected"] = result.get("connected", 0) + data["connected"]
+        result["unstamped"] = result.get("unstamped", 0) + data["unstamped"]
         if group.startswith("crowd"):
             result["crowd_cpu_s"] = result.get("crowd_cpu_s", 0.0) + data.get("cpu_s", 0.0)
         mine: list[float] = []
-        for record in data["firsts"]:
+        for record, reads in zip(data["firsts"], data["reads"], strict=True):
             for tick, at in finished.items():
                 got = record.get(str(tick))
                 if got is None:
@@ -214,17 +217,20 @@ def watch(
                     continue
                 ms = (got - at) * 1000
                 mine.append(ms)
+                everyone_read.append((reads[str(tick)] - at) * 1000)
                 last_viewer[tick] = max(last_viewer.get(tick, 0.0), ms)
         everyone.extend(mine)
         if group in ("probe", "last-probe"):
             result[group.replace("-", "_")] = figures(mine)
     result["all"] = figures(everyone)
+    result["all_read"] = figures(everyone_read)
     result["last_viewer"] = figures(list(last_viewer.values()))
     result["missed"] = missed
     probe = result["probe"]
     _log(
         f"[live {name}] first viewer p50 {probe['p50']:.1f} ms p95 {probe['p95']:.1f} ms; "
         f"last viewer p95 {result.get('last_probe', probe)['p95']:.1f} ms; "
-        f"all viewers p95 {result['all']['p95']:.1f} ms; missed {missed}"
+        f"all viewers p95 {result['all']['p95']:.1f} ms (as read "
+        f"{result['all_read']['p95']:.1f} ms); missed {missed}"
     )
     return result
