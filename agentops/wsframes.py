@@ -34,8 +34,8 @@ twisted's internals (``tests/agentops/test_wsframes.py`` runs a real daphne, pla
 TLS, and fails if an upgrade takes the direct path away or breaks it).
 
 Measured with 1,000 viewers of one run on one daphne, the sends of one hand-over took
-40-70 ms through daphne's own path, 18-30 ms with the frames alone, and 11-13 ms with the
-direct send too (about 8 µs a socket is the ``send`` system call itself).
+40-70 ms through daphne's own path, 18-30 ms with the frames alone, and 11-15 ms with the
+direct send too (three quarters of it the ``send`` system call itself).
 """
 
 from __future__ import annotations

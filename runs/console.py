@@ -50,6 +50,11 @@ from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
 EVENTS_SHOWN = 50
+#: The latest steps a run's page shows (and pushes on every change). A run of hours or days
+#: may checkpoint thousands: the rest are on its steps page, a page at a time.
+STEPS_SHOWN = 50
+#: Steps on a page of a run's steps page.
+STEPS_PAGE = 200
 #: The columns a row of the list reads (status badge, progress, budget, age, team, owner).
 #: Loading only these keeps the inputs, results and errors (agent data, possibly large JSON)
 #: out of every page. They are read as values into ``ListedRun``, field for field.
@@ -379,17 +384,48 @@ class StepRow:
     error_json: str
 
 
-def steps_view(run: Run) -> list[StepRow]:
+def latest_steps(run: Run, limit: int | None = None) -> tuple[list[StepRow], int]:
+    """The latest ``limit`` (``STEPS_SHOWN``) steps of ``run`` with their failed attempts, in
+    order (then the failed attempts of the step in progress, which has no checkpoint yet),
+    and how many earlier steps there are."""
+    limit = limit or STEPS_SHOWN
+    chosen = list(Step.objects.filter(run=run).order_by("-seq").defer("output")[:limit])[::-1]
+    earlier = 0
+    if len(chosen) == limit:
+        earlier = Step.objects.filter(run=run, seq__lt=chosen[0].seq).count()
+    return _with_attempts(run, chosen, to_the_end=True), earlier
+
+
+def steps_page(run: Run, after: int, limit: int | None = None) -> tuple[list[StepRow], int | None]:
+    """The first ``limit`` (``STEPS_PAGE``) steps of ``run`` after seq ``after`` (keyset: no
+    offset to count through), and the cursor of the next page (None on the last, which also
+    ends with the failed attempts of the step in progress)."""
+    limit = limit or STEPS_PAGE
+    chosen = list(
+        Step.objects.filter(run=run, seq__gt=after).order_by("seq").defer("output")[: limit + 1]
+    )
+    more = len(chosen) > limit
+    chosen = chosen[:limit]
+    rows = _with_attempts(run, chosen, after=after, to_the_end=not more)
+    return rows, chosen[-1].seq if more else None
+
+
+def _with_attempts(
+    run: Run, chosen: list[Step], *, after: int = -1, to_the_end: bool
+) -> list[StepRow]:
+    tried = StepAttempt.objects.filter(run=run, seq__gt=after)
+    if chosen:
+        tried = tried.filter(seq__gte=chosen[0].seq)
+    if not to_the_end:
+        tried = tried.filter(seq__lte=chosen[-1].seq)
     attempts: dict[int, list[StepAttempt]] = {}
-    for a in StepAttempt.objects.filter(run=run).order_by("seq", "attempt"):
+    for a in tried.order_by("seq", "attempt"):
         attempts.setdefault(a.seq, []).append(a)
-    rows = []
-    for step in Step.objects.filter(run=run).order_by("seq").defer("output"):
-        rows.append(
-            StepRow(step, attempts.pop(step.seq, []), pretty_json(step.error) if step.error else "")
-        )
-    # Failed attempts of the step in progress (it has no checkpoint yet) come last.
-    for seq, failed in sorted(attempts.items()):
+    rows = [
+        StepRow(step, attempts.pop(step.seq, []), pretty_json(step.error) if step.error else "")
+        for step in chosen
+    ]
+    for seq, failed in sorted(attempts.items()):  # a step in progress, failed so far
         pending = Step(
             run=run,
             seq=seq,
@@ -462,6 +498,7 @@ def run_live_context(
         may_operate = can(user, run.team_id, OPERATE)
     label, modifier = status_view(run, now=now)
     events = list(Event.objects.filter(run=run).order_by("-id")[:EVENTS_SHOWN])
+    steps, earlier_steps = latest_steps(run)
     detail_url = reverse("run-detail", args=[run.pk])
     waits_for_signal = (
         run.status == RunStatus.WAITING and run.wait_kind == WaitKind.EVENT and run.waiting_for
@@ -489,7 +526,9 @@ def run_live_context(
         "status_modifier": modifier,
         "progress": progress_view(run, now=now),
         "budget": budget_view(run),
-        "steps": steps_view(run),
+        "steps": steps,
+        "earlier_steps": earlier_steps,
+        "steps_url": reverse("run-steps", args=[run.pk]),
         "events": [(e, pretty_json(e.data) if e.data else "") for e in events],
         "result_json": pretty_json(run.result) if run.result is not None else "",
         "error_json": pretty_json(run.error) if run.error is not None else "",

@@ -11,6 +11,7 @@ urlpatterns = [
     path("new/", views.run_new, name="run-new"),
     path("bulk/", views.run_bulk, name="run-bulk"),
     path("<uuid:run_id>/", views.run_detail, name="run-detail"),
+    path("<uuid:run_id>/steps/", views.run_steps, name="run-steps"),
     path("<uuid:run_id>/confirm-cancel/", views.run_cancel_confirm, name="run-cancel-confirm"),
     path("<uuid:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("<uuid:run_id>/pause/", views.run_pause, name="run-pause"),

@@ -15,6 +15,7 @@ from runs.views.runs import (
     run_resume,
     run_retry,
     run_signal,
+    run_steps,
 )
 from runs.views.start import run_new
 
@@ -33,4 +34,5 @@ __all__ = [
     "run_resume",
     "run_retry",
     "run_signal",
+    "run_steps",
 ]

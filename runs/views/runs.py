@@ -12,14 +12,14 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from runs.console import list_context, pretty_json, run_live_context
+from runs.console import list_context, pretty_json, run_live_context, steps_page
 from runs.exceptions import AgentopsError
 from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, SignalForm, errors_to_fields
 from runs.models import RunStatus, Step
@@ -67,6 +67,30 @@ def _detail_context(request: HttpRequest, run: Any, **overrides: Any) -> dict[st
     )
     context.update(overrides)
     return context
+
+
+@console_login_required
+@require_GET
+def run_steps(request: HttpRequest, run_id: UUID) -> HttpResponse:
+    """Every step of a run, a page at a time (the run's page shows the latest)."""
+    run = _get_run_for_user(request, run_id)
+    raw = request.GET.get("after", "")
+    after = int(raw) if raw.isdigit() and len(raw) < 10 else -1
+    if raw and after < 0:
+        return HttpResponseBadRequest(
+            "after: the number of the step to start after (0 or more)",
+            content_type="text/plain; charset=utf-8",
+        )
+    steps, next_after = steps_page(run, after)
+    context = {
+        "run": run,
+        "steps": steps,
+        "after": after,
+        "first": after < 0,
+        "next_after": next_after,
+        "nav": "runs",
+    }
+    return TemplateResponse(request, "runs/run_steps.html", context)
 
 
 @console_login_required

@@ -3,6 +3,7 @@ its event with the person as actor, bad inputs, and escaping of agent data."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from runs import console
+from runs.console import render_run_live_as
 from runs.models import Event, Run, RunStatus, Team, WaitKind
 from tests.runs.console_support import Cast, htmx_headers, make_cast, start
 
@@ -35,6 +38,7 @@ def pages(run_id: Any) -> list[tuple[str, dict[str, str]]]:
         (f"/runs/{run_id}/", {}),
         (f"/runs/{run_id}/", htmx_headers("run-live")),
         (f"/runs/{run_id}/?poll=1", htmx_headers("run-live")),
+        (f"/runs/{run_id}/steps/", {}),
     ]
 
 
@@ -317,3 +321,54 @@ def test_the_live_partial_polls_only_when_asked(cast: Cast, waiting: Run) -> Non
     assert 'hx-trigger="every 2s"' in head and 'hx-swap="outerHTML"' in head
     page = client.get(f"/runs/{waiting.pk}/").content.decode()
     assert f'ws-connect="/ws/runs/{waiting.pk}/"' in page and 'hx-ext="ws"' in page
+
+
+STEP_NAME = re.compile(r'<span class="step-seq">\d+</span>\s*<strong>([^<]*)</strong>')
+
+
+def test_a_long_run_shows_its_latest_steps_and_pages_through_all_of_them(
+    cast: Cast, drive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = drive(start("t-noop", {"n": 60}, team=cast.team, user=cast.owner).pk)
+    client = cast.client("viewer")
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    shown = [f"s{i}" for i in range(10, 60)]  # the latest STEPS_SHOWN (50)
+    assert STEP_NAME.findall(page) == shown
+    assert "10 earlier steps not shown here" in page
+    assert f'href="/runs/{run.pk}/steps/"' in page
+    # What the run's viewers are pushed is as bounded as the page.
+    pushed = render_run_live_as(run.pk, may_operate=False) or ""
+    assert STEP_NAME.findall(pushed) == shown and "10 earlier steps" in pushed
+
+    monkeypatch.setattr(console, "STEPS_PAGE", 25)
+    seen: list[str] = []
+    url = f"/runs/{run.pk}/steps/"
+    for expected in (25, 25, 10):
+        html = client.get(url).content.decode()
+        names = STEP_NAME.findall(html)
+        assert len(names) == expected
+        seen += names
+        following = re.search(r'<a rel="next" href="\?after=(\d+)">', html)
+        if following is None:
+            break
+        url = f"/runs/{run.pk}/steps/?after={following[1]}"
+    assert following is None
+    assert seen == [f"s{i}" for i in range(60)]
+
+
+def test_a_short_run_shows_every_step_and_the_steps_page_the_attempts_in_progress(
+    cast: Cast, drive: Any
+) -> None:
+    run = drive(start("t-flaky", {"fail_times": 2}, team=cast.team, user=cast.owner).pk)
+    client = cast.client("viewer")
+    assert "earlier step" not in client.get(f"/runs/{run.pk}/").content.decode()
+    steps = client.get(f"/runs/{run.pk}/steps/").content.decode()
+    assert "1 failed attempt" in steps and "transient failure on attempt 1" in steps
+    assert 'rel="next"' not in steps
+
+
+@pytest.mark.parametrize("after", ["abc", "-5", "1e3", "99999999999"])
+def test_a_bad_steps_cursor_is_a_clear_400(cast: Cast, waiting: Run, after: str) -> None:
+    response = cast.client("owner").get(f"/runs/{waiting.pk}/steps/?after={after}")
+    assert response.status_code == 400
+    assert "after: the number of the step to start after" in response.content.decode()
