@@ -51,11 +51,42 @@ class RaiseBudgetForm(forms.Form):
 
 
 class RetryForm(forms.Form):
-    step = forms.TypedChoiceField(coerce=int, label="Retry from step")
+    """The step of run ``run_id`` to retry from: a list of its steps, or, for a run with more
+    than ``LISTED`` (a run of hours may have thousands), the step's number."""
 
-    def __init__(self, *args: Any, steps: list[Step], **kwargs: Any) -> None:
+    #: Runs with at most this many steps offer them in a list.
+    LISTED = 200
+
+    step = forms.TypedChoiceField(
+        coerce=int,
+        label="Retry from step",
+        error_messages={"invalid_choice": "The run has no step %(value)s."},
+    )
+
+    def __init__(self, *args: Any, run_id: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["step"].choices = [(s.seq, f"{s.seq}. {s.name}") for s in steps]
+        self.run_id = run_id
+        latest = list(
+            Step.objects.filter(run_id=run_id)
+            .order_by("-seq")
+            .only("seq", "name")[: self.LISTED + 1]
+        )
+        self.has_steps = bool(latest)
+        if len(latest) <= self.LISTED:
+            choices = [(s.seq, f"{s.seq}. {s.name}") for s in reversed(latest)]
+            self.fields["step"].choices = choices
+        else:
+            self.fields["step"] = forms.IntegerField(
+                label="Retry from step number",
+                min_value=0,
+                help_text="The numbers are on the run's steps page.",
+            )
+
+    def clean_step(self) -> int:
+        seq = self.cleaned_data["step"]
+        if not Step.objects.filter(run_id=self.run_id, seq=seq).exists():
+            raise forms.ValidationError(f"The run has no step {seq}.")
+        return seq
 
 
 class StartForm(forms.Form):

@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from runs.console import list_context, pretty_json, run_live_context, steps_page
 from runs.exceptions import AgentopsError
 from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, SignalForm, errors_to_fields
-from runs.models import RunStatus, Step
+from runs.models import RunStatus
 from runs.permissions import actor_for, runs_visible_to
 from runs.views.common import (
     _get_run_for_user,
@@ -48,17 +48,13 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, LIST, context)
 
 
-def _retry_steps(run_id: Any) -> list[Step]:
-    return list(Step.objects.filter(run_id=run_id).order_by("seq").only("seq", "name"))
-
-
 def _detail_context(request: HttpRequest, run: Any, **overrides: Any) -> dict[str, Any]:
     """The page's context; ``overrides`` replace entries (a bound form with its errors)."""
     context = run_live_context(run, request.user)
     context.update(
         input_json=pretty_json(run.input),
         budget_form=RaiseBudgetForm(),
-        retry_form=RetryForm(steps=_retry_steps(run.pk)),
+        retry_form=RetryForm(run_id=run.pk),
         retried_as=list(
             runs_visible_to(request.user).filter(parent=run).order_by("-created_at")[:10]
         ),
@@ -177,9 +173,10 @@ def run_resume(request: HttpRequest, run_id: UUID) -> HttpResponse:
 @require_POST
 def run_retry(request: HttpRequest, run_id: UUID) -> HttpResponse:
     run = _get_run_to_operate(request, run_id)
-    form = RetryForm(request.POST, steps=_retry_steps(run.pk))
+    form = RetryForm(request.POST, run_id=run.pk)
     if not form.is_valid():
-        messages.error(request, "Choose one of the run's steps to retry from.")
+        why = " ".join(form.errors.get("step", []))
+        messages.error(request, f"Choose one of the run's steps to retry from. {why}".strip())
         return _refreshed(request, run.pk)
     seq = form.cleaned_data["step"]
     try:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from runs import console
 from runs.console import render_run_live_as
+from runs.forms import RetryForm
 from runs.models import Event, Run, RunStatus, Team, WaitKind
 from tests.runs.console_support import Cast, htmx_headers, make_cast, start
 
@@ -195,10 +196,41 @@ def test_retry_a_waiting_run_rewinds_it(cast: Cast, drive: Any) -> None:
 
 
 def test_retry_from_a_step_the_run_does_not_have_is_refused(cast: Cast, waiting: Run) -> None:
-    response = cast.client("owner").post(f"/runs/{waiting.pk}/retry/", {"step": "99"})
+    client = cast.client("owner")
+    response = client.post(f"/runs/{waiting.pk}/retry/", {"step": "99"})
     assert response.status_code == 302
     assert Run.objects.get(pk=waiting.pk).status == RunStatus.WAITING
-    assert not Event.objects.filter(run=waiting, kind="run.rewound").exists()
+    page = client.get(response["Location"]).content.decode()
+    assert "The run has no step 99." in page
+    assert not Event.objects.filter(run=waiting, kind__in=["run.rewound", "run.retried"]).exists()
+
+
+def retry_section(page: str) -> str:
+    return page.split('<h2 id="retry-title">')[1].split("</section>")[0]
+
+
+def test_a_run_with_many_steps_asks_for_the_step_number_to_retry_from(
+    cast: Cast, drive: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RetryForm, "LISTED", 5)
+    run = drive(start("t-noop", {"n": 8}, team=cast.team, user=cast.owner).pk)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)  # a succeeded run offers no retry
+    client = cast.client("owner")
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    form = retry_section(page)
+    assert 'type="number" name="step"' in form and "<option" not in form
+    assert f'href="/runs/{run.pk}/steps/">The run\'s steps</a>' in page
+    refused = client.post(f"/runs/{run.pk}/retry/", {"step": "9999"}, follow=True)
+    assert "The run has no step 9999." in refused.content.decode()
+    assert not Run.objects.filter(parent=run).exists()
+    seq = run.steps.order_by("seq").values_list("seq", flat=True)[2]
+    response = client.post(f"/runs/{run.pk}/retry/", {"step": str(seq)})
+    new = Run.objects.get(parent=run)
+    assert response["Location"] == f"/runs/{new.pk}/"
+    # With few steps the same form lists them.
+    monkeypatch.setattr(RetryForm, "LISTED", 200)
+    listed = retry_section(client.get(f"/runs/{run.pk}/").content.decode())
+    assert listed.count("<option") == 8 and 'type="number" name="step"' not in listed
 
 
 def test_raise_budget(cast: Cast, waiting: Run) -> None:
