@@ -41,16 +41,19 @@ def figures(values: list[float]) -> dict[str, float]:
 
 
 def start_ticker(ticks: int, interval: float) -> Any:
-    """A run of ``bench-ticker`` in team alpha, parked on its ``go`` signal."""
+    """A run of ``bench-ticker`` in team alpha, parked on its ``go`` signal after enough
+    steps that its page is at its full size (the latest ``STEPS_SHOWN`` steps and events):
+    every measured push renders the same page, as it does for a run of hours."""
     from django.contrib.auth.models import User
 
     from bench.common import wait_until
+    from runs.console import STEPS_SHOWN
     from runs.models import Run
 
     lead = User.objects.get(username="lead-00")
     run, _ = Run.start(
         "bench-ticker",
-        {"n": ticks, "interval": interval},
+        {"n": ticks, "interval": interval, "warm": STEPS_SHOWN},
         team="alpha",
         actor="user:lead-00",
         user=lead,

@@ -2,8 +2,10 @@
 
 - ``bench-noop``: ``n`` durable no-op steps; measures the engine's per-step overhead.
 - ``bench-sleep``: a durable one-hour sleep, then one step; fills the table with waiting runs.
-- ``bench-ticker``: waits for the signal ``go``, then ``n`` steps ``interval`` seconds apart;
-  the console benchmark times each step's push to the browsers watching the run.
+- ``bench-ticker``: ``warm`` no-op steps first (so the run's page starts at its full size,
+  the latest 50 steps and events, as a run of hours shows it), then waits for the signal
+  ``go``, then ``n`` steps ``interval`` seconds apart; the console benchmark times each
+  step's push to the browsers watching the run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def tick(seconds: float) -> float:
 
 @workflow(name="bench-ticker", description="On `go`, n steps interval seconds apart (benchmark).")
 def bench_ticker(ctx: Any, data: dict[str, Any]) -> dict[str, int]:
+    for i in range(int(data.get("warm", 0))):
+        ctx.step(f"warm-{i}", noop)
     # Parked until the viewers are connected, so no step finishes before they watch.
     ctx.wait_for_event("go", timeout=3600)
     n, interval = int(data.get("n", 10)), float(data.get("interval", 0.25))

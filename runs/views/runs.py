@@ -71,7 +71,7 @@ def run_steps(request: HttpRequest, run_id: UUID) -> HttpResponse:
     """Every step of a run, a page at a time (the run's page shows the latest)."""
     run = _get_run_for_user(request, run_id)
     raw = request.GET.get("after", "")
-    after = int(raw) if raw.isdigit() and len(raw) < 10 else -1
+    after = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else -1
     if raw and after < 0:
         return HttpResponseBadRequest(
             "after: the number of the step to start after (0 or more)",

@@ -399,7 +399,7 @@ def test_a_short_run_shows_every_step_and_the_steps_page_the_attempts_in_progres
     assert 'rel="next"' not in steps
 
 
-@pytest.mark.parametrize("after", ["abc", "-5", "1e3", "99999999999"])
+@pytest.mark.parametrize("after", ["abc", "-5", "1e3", "99999999999", "²", "%20"])
 def test_a_bad_steps_cursor_is_a_clear_400(cast: Cast, waiting: Run, after: str) -> None:
     response = cast.client("owner").get(f"/runs/{waiting.pk}/steps/?after={after}")
     assert response.status_code == 400
