@@ -177,6 +177,15 @@ class _Viewer:
         self.sock.close()
 
 
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive timestamp among a ``recvmsg``'s ancillary data (None if none)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = STAMP.unpack_from(data)
+            return seconds + nanoseconds * 1e-9
+    return None
+
+
 def _open(
     params: dict[str, Any], cookie: str, firsts: dict[int, float], reads: dict[int, float]
 ) -> _Viewer:
@@ -275,16 +284,12 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
                 n, viewer.closed = 0, True
                 lost.append(repr(exc))
             read = time.time()
-            at = read
-            for level, kind, data in stamps:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    seconds, nanoseconds = STAMP.unpack_from(data)
-                    at = seconds + nanoseconds * 1e-9
-            if n and at is read:
+            arrived = _arrival(stamps)
+            if n and arrived is None:
                 unstamped += 1
             was_done = viewer.done
             if n:
-                viewer.feed(view[:n], at, read)
+                viewer.feed(view[:n], read if arrived is None else arrived, read)
             else:
                 viewer.closed = True
             if viewer.closed:

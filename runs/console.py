@@ -384,28 +384,26 @@ class StepRow:
     error_json: str
 
 
-def latest_steps(run: Run, limit: int | None = None) -> tuple[list[StepRow], int]:
-    """The latest ``limit`` (``STEPS_SHOWN``) steps of ``run`` with their failed attempts, in
-    order (then the failed attempts of the step in progress, which has no checkpoint yet),
-    and how many earlier steps there are."""
-    limit = limit or STEPS_SHOWN
-    chosen = list(Step.objects.filter(run=run).order_by("-seq").defer("output")[:limit])[::-1]
+def latest_steps(run: Run) -> tuple[list[StepRow], int]:
+    """The latest ``STEPS_SHOWN`` steps of ``run`` with their failed attempts, in order (then
+    the failed attempts of the step in progress, which has no checkpoint yet), and how many
+    earlier steps there are."""
+    steps = Step.objects.filter(run=run).order_by("-seq").defer("output")
+    chosen = list(steps[:STEPS_SHOWN])[::-1]
     earlier = 0
-    if len(chosen) == limit:
+    if len(chosen) == STEPS_SHOWN:
         earlier = Step.objects.filter(run=run, seq__lt=chosen[0].seq).count()
     return _with_attempts(run, chosen, to_the_end=True), earlier
 
 
-def steps_page(run: Run, after: int, limit: int | None = None) -> tuple[list[StepRow], int | None]:
-    """The first ``limit`` (``STEPS_PAGE``) steps of ``run`` after seq ``after`` (keyset: no
-    offset to count through), and the cursor of the next page (None on the last, which also
-    ends with the failed attempts of the step in progress)."""
-    limit = limit or STEPS_PAGE
-    chosen = list(
-        Step.objects.filter(run=run, seq__gt=after).order_by("seq").defer("output")[: limit + 1]
-    )
-    more = len(chosen) > limit
-    chosen = chosen[:limit]
+def steps_page(run: Run, after: int) -> tuple[list[StepRow], int | None]:
+    """The first ``STEPS_PAGE`` steps of ``run`` after seq ``after`` (keyset: no offset to
+    count through), and the cursor of the next page (None on the last, which also ends with
+    the failed attempts of the step in progress)."""
+    steps = Step.objects.filter(run=run, seq__gt=after).order_by("seq").defer("output")
+    chosen = list(steps[: STEPS_PAGE + 1])
+    more = len(chosen) > STEPS_PAGE
+    chosen = chosen[:STEPS_PAGE]
     rows = _with_attempts(run, chosen, after=after, to_the_end=not more)
     return rows, chosen[-1].seq if more else None
 

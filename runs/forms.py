@@ -72,7 +72,8 @@ class RetryForm(forms.Form):
             .only("seq", "name")[: self.LISTED + 1]
         )
         self.has_steps = bool(latest)
-        if len(latest) <= self.LISTED:
+        self.listed = len(latest) <= self.LISTED
+        if self.listed:
             choices = [(s.seq, f"{s.seq}. {s.name}") for s in reversed(latest)]
             self.fields["step"].choices = choices
         else:
@@ -84,7 +85,9 @@ class RetryForm(forms.Form):
 
     def clean_step(self) -> int:
         seq = self.cleaned_data["step"]
-        if not Step.objects.filter(run_id=self.run_id, seq=seq).exists():
+        # A listed step is one of the run's already (the choice field checked); a number is
+        # looked up.
+        if not self.listed and not Step.objects.filter(run_id=self.run_id, seq=seq).exists():
             raise forms.ValidationError(f"The run has no step {seq}.")
         return seq
 
