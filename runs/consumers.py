@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: A list re-renders at most this often, however many of its runs change.
 LIST_INTERVAL = 1.0
+#: The close code of a socket whose session was signed out of (4000-4999: the application's).
+SIGNED_OUT = 4401
 
 
 def _user(scope: dict[str, Any]) -> Any:
@@ -70,6 +72,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.groups_joined.append(group)
         self.listen()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        # Signing out of the session closes the socket (``runs.live.end_session_sockets``).
+        session = self.scope.get("session")
+        key = getattr(session, "session_key", None)
+        if key:
+            await self.join(live.session_group(key))
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        await self.close(code=SIGNED_OUT)
 
     def listen(self) -> None:
         if not self._listening:
@@ -385,15 +398,23 @@ def _team_of(run_id: Any) -> int | None:
     return Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
 
 
-def _list_audience(user: Any) -> tuple[Any, list[TeamRole]] | None:
+def _list_audience(user_id: int) -> tuple[Any, Any, list[TeamRole]] | None:
     """What the runs list shows a person depends on: whether they are a superuser and their
-    teams with their roles (None when they may see no team's runs). People alike see the
-    same table for the same filters, so they share its render, which is made from these
-    very roles (read once: a membership changing meanwhile cannot slip into the share)."""
+    teams with their roles (None when they may see no team's runs, or are no longer active).
+    The person is read afresh, as their roles are: the one the socket was opened with may
+    since have been deactivated or have lost superuser. People alike see the same table for
+    the same filters, so they share its render, which is made from these very roles (read
+    once: a membership changing meanwhile cannot slip into the share). Returns the key of
+    the share, the person and their roles."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return None
     roles = team_roles(user)
     if not any(t.holds(VIEW) for t in roles):
         return None
-    return (bool(user.is_superuser), tuple((t.id, t.role) for t in roles)), roles
+    return (bool(user.is_superuser), tuple((t.id, t.role) for t in roles)), user, roles
 
 
 class RunConsumer(LiveConsumer):
@@ -488,16 +509,25 @@ class RunListConsumer(LiveConsumer):
         if not getattr(user, "is_authenticated", False):
             await self.close()
             return
-        audience = await database_sync_to_async(_list_audience)(user)
+        self.user_id: int = user.pk
+        self.team_groups: set[str] = set()
+        audience = await database_sync_to_async(_list_audience)(user.pk)
         if audience is None:
             await self.close()
             return
-        team_ids = [t.id for t in audience[1] if t.holds(VIEW)]
         self.query = self.scope.get("query_string", b"").decode("latin-1")
         self._since: float | None = None
-        await self.join(*(live.team_group(t) for t in team_ids))
+        await self._follow(audience[2])
         await self.accept()
         await self.push()
+
+    async def _follow(self, roles: list[TeamRole]) -> None:
+        """Listen to the teams the person may see now: one they joined since is heard, one
+        they left is not."""
+        wanted = {live.team_group(t.id) for t in roles if t.holds(VIEW)}
+        await self.join(*sorted(wanted - self.team_groups))
+        await self.leave(*sorted(self.team_groups - wanted))
+        self.team_groups = wanted
 
     async def run_changed(self, event: dict[str, Any]) -> None:
         # The push must show this change: a render started after its first arrival here does.
@@ -509,12 +539,12 @@ class RunListConsumer(LiveConsumer):
         loop = asyncio.get_running_loop()
         since = loop.time() if self._since is None else self._since
         self._since = None
-        user = _user(self.scope)
-        audience = await database_sync_to_async(_list_audience)(user)
+        audience = await database_sync_to_async(_list_audience)(self.user_id)
         if audience is None:
             await self.close()
             return
-        key, roles = audience
+        key, user, roles = audience
+        await self._follow(roles)
         query = self.query
         html = await renders.get(
             ("list", key, query), since, lambda: render_run_list(user, query, teams=roles)

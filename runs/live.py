@@ -20,6 +20,7 @@ change); a status change is always sent at once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -42,6 +43,24 @@ def run_group(run_id: Any) -> str:
 
 def team_group(team_id: Any) -> str:
     return f"runs-team-{team_id}"
+
+
+def session_group(session_key: str) -> str:
+    """The group of every console socket opened with one sign-in session. Named by a digest:
+    the key is a credential, and group names are stored in the channel layer (Redis)."""
+    return f"session-{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
+
+
+SESSION_ENDED = "session.ended"
+
+
+def end_session_sockets(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``user_logged_out``: close the sockets opened with the session being signed out of,
+    in every process (a page left open would otherwise go on receiving pushes)."""
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    if key:
+        publish_group(session_group(key), {"type": SESSION_ENDED})
 
 
 def _in_memory_layer() -> bool:
