@@ -343,7 +343,8 @@ class RunOperations:
         actions: Any = None,
         wall_seconds: Any = None,
     ) -> Run:
-        """Set new, higher limits. A lower limit than already spent is refused."""
+        """Set new, higher limits: a limit at or below the current one, or at or below what is
+        already spent, is refused (and nothing changes)."""
         from runs.audit import Event
         from runs.models import TERMINAL, Run
 
@@ -375,6 +376,12 @@ class RunOperations:
                         f"({spent[kind]})"
                     )
                 old = getattr(current, f"limit_{kind}")
+                if old is not None and value <= old:
+                    # Recorded as a raise, a lower limit would stop the run by surprise.
+                    raise BudgetInvalid(
+                        f"{kind}: the new limit {value} must be above the current limit "
+                        f"({old}); a raise cannot lower it"
+                    )
                 changes[f"limit_{kind}"] = value
                 changes.setdefault("_log", {})[kind] = {"from": old, "to": value}
             log = changes.pop("_log")

@@ -102,6 +102,21 @@ def test_invalid_budget_raises_are_refused(team, drive, kwargs, message):
     assert Event.objects.filter(run=run).count() == before
 
 
+def test_a_raise_cannot_lower_a_limit(team, drive):
+    budget = {"usd": 5, "actions": 1}
+    run = drive(Run.start("t-spend", {"n": 3, "usd": 0.1}, actor="t", budget=budget)[0].pk)
+    assert run.status == RunStatus.PAUSED and run.spent_usd == Decimal("0.1")
+    before = Event.objects.filter(run=run).count()
+    # Above what is spent, yet below (or at) the current limit: not a raise.
+    for lower in ("1", "5"):
+        with pytest.raises(BudgetInvalid, match="above the current limit"):
+            run.raise_budget(actor="t", usd=lower)
+    run.refresh_from_db()
+    assert run.limit_usd == Decimal("5") and Event.objects.filter(run=run).count() == before
+    # A limit that was never set may be set to anything above what is spent.
+    assert run.raise_budget(actor="t", tokens=10_000).limit_tokens == 10_000
+
+
 def test_overall_deadline_times_out_and_compensates(team, drive, time_machine):
     time_machine.move_to(timezone.now())
     run = drive(Run.start("t-deadline", actor="t")[0].pk)

@@ -256,6 +256,7 @@ def test_raise_budget(cast: Cast, waiting: Run) -> None:
     ("data", "field", "message"),
     [
         ({"usd": "0.5"}, "usd", "must be above what is already spent"),
+        ({"actions": "10"}, "actions", "a raise cannot lower it"),
         ({"tokens": "-3"}, "tokens", "greater than or equal to 0"),
         ({"actions": "many"}, "actions", "Enter a whole number"),
         ({}, None, "Give at least one new limit."),
@@ -264,7 +265,9 @@ def test_raise_budget(cast: Cast, waiting: Run) -> None:
 def test_an_invalid_budget_raise_shows_the_error_at_the_field_and_changes_nothing(
     cast: Cast, waiting: Run, data: dict[str, str], field: str | None, message: str
 ) -> None:
-    Run.objects.filter(pk=waiting.pk).update(spent_usd=Decimal("1"), limit_usd=Decimal("1"))
+    Run.objects.filter(pk=waiting.pk).update(
+        spent_usd=Decimal("1"), limit_usd=Decimal("1"), limit_actions=50
+    )
     before = Event.objects.filter(run=waiting).count()
     client = cast.client("owner")
     for headers in ({}, htmx_headers("run-budget-form")):
@@ -278,7 +281,7 @@ def test_an_invalid_budget_raise_shows_the_error_at_the_field_and_changes_nothin
         if field:
             assert f'id="id_{field}_errors"' in html
     run = Run.objects.get(pk=waiting.pk)
-    assert run.limit_usd == Decimal("1") and run.limit_tokens is None
+    assert (run.limit_usd, run.limit_tokens, run.limit_actions) == (Decimal("1"), None, 50)
     assert Event.objects.filter(run=waiting).count() == before
 
 
