@@ -236,7 +236,9 @@ EMAIL_HOST_PASSWORD = _read("str", "EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = _read("bool", "EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = _read("str", "DEFAULT_FROM_EMAIL", "agentops@localhost")
 #: Where links in emails point: the console as its readers reach it.
-AGENTOPS_BASE_URL = _read("url", "AGENTOPS_BASE_URL", "http://127.0.0.1:8000", require_tld=False)
+#: (Checked as a URL, kept as text: environs gives a parsed URL for a value that is set.)
+_base_url = _read("url", "AGENTOPS_BASE_URL", "http://127.0.0.1:8000", require_tld=False)
+AGENTOPS_BASE_URL: str = _base_url if isinstance(_base_url, str) else _base_url.geturl()
 #: Replies to approval emails go to <local>+<signed token>@<domain>; the domain's inbound mail
 #: must reach an anymail inbound webhook or `manage.py receive_reply`.
 AGENTOPS_REPLY_DOMAIN = _read(
@@ -327,8 +329,15 @@ AXES_COOLOFF_TIME = timedelta(minutes=_positive("AXES_COOLOFF_MINUTES", 15, inte
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-#: Set behind HTTPS so the session and CSRF cookies are never sent over plain HTTP.
-SECURE_COOKIES = _read("bool", "DJANGO_SECURE_COOKIES", False)
+#: Served over HTTPS (the console's address says so, or it is set), the session and CSRF
+#: cookies are never sent over plain HTTP.
+SECURE_COOKIES = _read(
+    "bool", "DJANGO_SECURE_COOKIES", AGENTOPS_BASE_URL.lower().startswith("https://")
+)
+# Behind a proxy that ends TLS, Django sees plain HTTP; trust the proxy's X-Forwarded-Proto
+# only when told to (a client could send the header itself to a server without such proxy).
+if _read("bool", "DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Django's database sessions, read by SQL written once (``agentops.sessions``).
 SESSION_ENGINE = "agentops.sessions"
 SESSION_COOKIE_SECURE = SECURE_COOKIES

@@ -110,7 +110,7 @@ def _settings_of(**env: str) -> subprocess.CompletedProcess[str]:
     clean.update(DJANGO_SETTINGS_MODULE="agentops.settings", **env)
     code = (
         "import django; django.setup(); from django.conf import settings as s; "
-        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
+        "print(repr(s.AGENTOPS_BASE_URL), s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE)"
     )
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -128,6 +128,14 @@ def test_secure_cookies_follow_the_environment(tmp_path: Path) -> None:
     assert on.stdout.split()[-2:] == ["True", "True"]
     off = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path))
     assert off.stdout.split()[-2:] == ["False", "False"]
+    # Served at an https:// address, they are secure unless said otherwise.
+    https = "https://ops.example.com"
+    served = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path), AGENTOPS_BASE_URL=https)
+    assert served.stdout.split()[-3:] == [repr(https), "True", "True"], served.stderr
+    told = _settings_of(
+        AGENTOPS_DATA_DIR=str(tmp_path), AGENTOPS_BASE_URL=https, DJANGO_SECURE_COOKIES="false"
+    )
+    assert told.stdout.split()[-2:] == ["False", "False"]
     bad = _settings_of(AGENTOPS_DATA_DIR=str(tmp_path), DJANGO_SECURE_COOKIES="perhaps")
     assert bad.returncode != 0
     assert "DJANGO_SECURE_COOKIES" in bad.stderr
