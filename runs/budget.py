@@ -5,7 +5,7 @@ A check before each step means a run can overshoot by at most the one step that 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,13 @@ def _fmt(kind: str, value: Any) -> str:
     if kind == "wall_seconds":
         return f"{float(value):.0f}s"
     return str(value)
+
+
+def wall_warning_at(started_at: datetime | None, limit_seconds: int | None) -> datetime | None:
+    """When a run started at ``started_at`` passes ``WARN_AT`` of a wall-time limit."""
+    if started_at is None or limit_seconds is None:
+        return None
+    return started_at + timedelta(seconds=limit_seconds * WARN_AT)
 
 
 def has_limits(run: Run) -> bool:

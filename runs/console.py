@@ -68,6 +68,7 @@ LIST_COLUMNS = (
     "progress",
     "idle_deadline_at",
     "last_activity_at",
+    "lease_expires_at",
     "limit_usd",
     "limit_tokens",
     "limit_actions",
@@ -79,8 +80,7 @@ LIST_COLUMNS = (
     "started_at",
     "finished_at",
 )
-#: A running run whose last step finished longer ago than this looks stalled.
-STALLED_AFTER = timedelta(minutes=10)
+STALLED_AFTER = Run.STALLED_AFTER
 
 #: Views of the status filter beyond the stored statuses (name, label, condition).
 DERIVED_STATUSES: list[tuple[str, str]] = [
@@ -96,15 +96,15 @@ def derived_condition(name: str, now: datetime) -> Q:
     if name == "retrying":
         return Q(status=RunStatus.WAITING, wait_kind=WaitKind.RETRY)
     if name == "stalled":
-        return Q(status=RunStatus.RUNNING) & (
-            Q(idle_deadline_at__lt=now) | Q(last_activity_at__lt=now - STALLED_AFTER)
-        )
+        return Run.stalled_condition(now)
     if name == "waiting-person":
         return Q(status=RunStatus.WAITING, wait_kind=WaitKind.APPROVAL)
     if name == "waiting-timer-event":
         return Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.TIMER, WaitKind.EVENT])
     if name == "over-budget":
-        return ~Q(budget_warned=[])
+        # Warned of (by a step, or by the sweep for wall time) and not finished: a finished
+        # run's budget needs nobody's attention any more.
+        return ~Q(budget_warned=[]) & Q(finished_at__isnull=True)
     raise ValueError(name)
 
 
@@ -298,9 +298,7 @@ def status_view(run: Run, *, now: datetime | None = None) -> tuple[str, str]:
     if run.status == RunStatus.RUNNING:
         if run.stop_requested:
             return "stopping", "stopping"
-        if (run.idle_deadline_at and run.idle_deadline_at < now) or (
-            run.last_activity_at and run.last_activity_at < now - STALLED_AFTER
-        ):
+        if run.is_stalled(now=now):
             return "stalled", "stalled"
     return run.get_status_display().lower(), run.status
 
@@ -629,6 +627,7 @@ class ListedRun:
     progress: Any
     idle_deadline_at: datetime | None
     last_activity_at: datetime | None
+    lease_expires_at: datetime | None
     limit_usd: Any
     limit_tokens: int | None
     limit_actions: int | None
@@ -643,6 +642,8 @@ class ListedRun:
     owner: str | None
 
     budget_usage = Run.budget_usage  # the same figures as the run's page
+    is_stalled = Run.is_stalled
+    STALLED_AFTER = Run.STALLED_AFTER
 
     @property
     def pk(self) -> uuid.UUID:

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from runs import doorbell
 from runs.audit import Event
+from runs.budget import wall_warning_at
 from runs.checkpoints import Checkpoint
 from runs.context import SHUTDOWN, Context, Flags, PauseRequested, to_json
 from runs.exceptions import (
@@ -111,7 +112,13 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
     now = timezone.now()
     row = (
         Run.objects.filter(pk=run_id)
-        .values("status", "lease_owner", "lease_expires_at", "idle_timeout_seconds")
+        .values(
+            "status",
+            "lease_owner",
+            "lease_expires_at",
+            "idle_timeout_seconds",
+            "limit_wall_seconds",
+        )
         .first()
     )
     if row is None or row["status"] not in (RunStatus.QUEUED, RunStatus.RUNNING):
@@ -139,6 +146,7 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
             actor=actor,
             data={"worker": token},
             started_at=now,
+            wall_warn_at=wall_warning_at(now, row["limit_wall_seconds"]),
             **fields,
         )
     else:

@@ -231,6 +231,9 @@ class Run(RunOperations, models.Model):
     spent_tokens = models.BigIntegerField(default=0)
     spent_actions = models.PositiveIntegerField(default=0)
     budget_warned = models.JSONField(default=list, blank=True)
+    #: When the wall time passes 80 % of its limit, until that is warned of: a run waiting on
+    #: a person for hours crosses it with no step to notice (``runs.sweeps.warn_wall_time``).
+    wall_warn_at = models.DateTimeField(null=True, blank=True)
 
     idempotency_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -270,6 +273,11 @@ class Run(RunOperations, models.Model):
                 fields=["step_deadline_at"],
                 name="run_step_deadlines",
                 condition=Q(status="running", step_deadline_at__isnull=False),
+            ),
+            models.Index(
+                fields=["wall_warn_at"],
+                name="run_wall_warnings",
+                condition=Q(wall_warn_at__isnull=False, finished_at__isnull=True),
             ),
             models.Index(fields=["team", "status", "-created_at"], name="run_team_status"),
             # The console's "over 80 % of budget" view, newest first: few runs, read by page.
@@ -364,6 +372,35 @@ class Run(RunOperations, models.Model):
                 CallbackDelivery.record(callback_id, event=recorded, to=to, fields=fields)
             publish_run_changed(run_id, team_id=team_id, status_changed=True)
         return True
+
+    # --- stalled: one definition for the console's filter and badge, the dashboard and the
+    # notifications' milestone -------------------------------------------------------------
+    #: A running run without an idle timeout of its own looks stalled after this long with
+    #: no step finished.
+    STALLED_AFTER = timedelta(minutes=10)
+
+    @classmethod
+    def stalled_condition(cls, now: datetime) -> Q:
+        """Running, and no step finished within its own idle timeout (or, without one, within
+        ``STALLED_AFTER``), or its worker's lease lapsed (the worker is gone). A long step
+        of a run with a longer idle timeout is not stalled; ``is_stalled`` is the same test
+        of a loaded run."""
+        return Q(status=RunStatus.RUNNING) & (
+            Q(idle_deadline_at__lt=now)
+            | Q(idle_deadline_at__isnull=True, last_activity_at__lt=now - cls.STALLED_AFTER)
+            | Q(lease_expires_at__lt=now)
+        )
+
+    def is_stalled(self, *, now: datetime) -> bool:
+        if self.status != RunStatus.RUNNING:
+            return False
+        if self.idle_deadline_at is not None:
+            idle = self.idle_deadline_at < now
+        else:
+            quiet = self.last_activity_at
+            idle = quiet is not None and quiet < now - self.STALLED_AFTER
+        lapsed = self.lease_expires_at is not None and self.lease_expires_at < now
+        return idle or lapsed
 
     # --- budget figures (for the console and the checks) -----------------------------------
     def budget_usage(self, *, now: datetime | None = None) -> dict[str, dict[str, Any]]:
@@ -484,6 +521,8 @@ class StepAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "seq", "attempt"], name="attempt_unique")
         ]
+        # The dashboard's retries per service read a window of these by start time.
+        indexes = [models.Index(fields=["started_at"], name="attempt_started")]
         ordering = ["run", "seq", "attempt"]
 
     def __str__(self) -> str:

@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from runs import doorbell
+from runs.budget import WARN_AT, wall_warning_at
 from runs.exceptions import (
     BudgetInvalid,
     IdempotencyConflict,
@@ -385,7 +386,19 @@ class RunOperations:
                 changes[f"limit_{kind}"] = value
                 changes.setdefault("_log", {})[kind] = {"from": old, "to": value}
             log = changes.pop("_log")
-            warned = [k for k in current.budget_warned if k not in log]
+            # A kind raised to below 80 % may be warned of again; one still past it stays
+            # warned (and on the console's "over 80 %" view).
+            warned = [
+                k
+                for k in current.budget_warned
+                if k not in log or float(spent[k]) >= WARN_AT * float(changes[f"limit_{k}"])
+            ]
+            if "wall_seconds" in log:
+                changes["wall_warn_at"] = (
+                    None
+                    if "wall_seconds" in warned
+                    else wall_warning_at(current.started_at, changes["limit_wall_seconds"])
+                )
             Run.objects.filter(pk=self.pk).update(
                 budget_warned=warned, updated_at=timezone.now(), **changes
             )

@@ -18,6 +18,7 @@ from django.utils import timezone
 from runs import doorbell
 from runs.audit import Event
 from runs.exceptions import AgentopsError
+from runs.live import publish_run_changed
 from runs.models import Run, RunStatus
 
 BATCH = 500
@@ -63,6 +64,12 @@ def past_step_deadline(now: datetime) -> QuerySet[Run]:
     ).order_by("step_deadline_at")
 
 
+def due_wall_warnings(now: datetime) -> QuerySet[Run]:
+    return Run.objects.filter(
+        wall_warn_at__isnull=False, finished_at__isnull=True, wall_warn_at__lte=now
+    ).order_by("wall_warn_at")
+
+
 #: Each sweep's query by the partial index it reads (the tests check the query plans).
 QUERIES: dict[str, Callable[[datetime], QuerySet[Run]]] = {
     "run_due_timers": due_timers,
@@ -71,6 +78,7 @@ QUERIES: dict[str, Callable[[datetime], QuerySet[Run]]] = {
     "run_deadlines": past_deadline,
     "run_idle": idle,
     "run_step_deadlines": past_step_deadline,
+    "run_wall_warnings": due_wall_warnings,
 }
 
 
@@ -176,3 +184,40 @@ def expire_step_deadlines() -> int:
                     locked=True,
                 )
     return len(ids)
+
+
+def warn_wall_time() -> int:
+    """Runs whose wall time passed 80 % of its limit are warned of, as a step warns of the
+    other budgets: a run waiting on a person or a timer has no step to notice it. Returns
+    how many were warned."""
+    now = timezone.now()
+    warned = 0
+    for run_id in list(due_wall_warnings(now).values_list("pk", flat=True)[:BATCH]):
+        with transaction.atomic():
+            run = (
+                Run.objects.select_for_update()
+                .filter(pk=run_id, finished_at__isnull=True, wall_warn_at__lte=now)
+                .first()
+            )
+            if run is None:  # finished, or its budget raised, meanwhile
+                continue
+            fraction = run.budget_usage(now=now)["wall_seconds"]["fraction"]
+            due = "wall_seconds" not in run.budget_warned and fraction is not None
+            if due:
+                run.budget_warned = [*run.budget_warned, "wall_seconds"]
+            Run.objects.filter(pk=run_id).update(
+                wall_warn_at=None, budget_warned=run.budget_warned, updated_at=now
+            )
+            if not due:  # a step warned of it first
+                continue
+            Event.append(
+                "budget.warning",
+                run_id=run_id,
+                team_id=run.team_id,
+                actor=ACTOR,
+                data={"budget": "wall_seconds", "fraction": round(fraction, 3)},
+                locked=True,
+            )
+            publish_run_changed(run_id, team_id=run.team_id)
+            warned += 1
+    return warned

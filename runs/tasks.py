@@ -47,7 +47,7 @@ def sweep_orphans() -> int:
 
 @shared_task(name="runs.sweep_deadlines", ignore_result=True)
 def sweep_deadlines() -> int:
-    return sweeps.enforce_deadlines() + sweeps.enforce_idle_timeouts()
+    return sweeps.enforce_deadlines() + sweeps.enforce_idle_timeouts() + sweeps.warn_wall_time()
 
 
 @shared_task(name="runs.deliver_callback", ignore_result=True)

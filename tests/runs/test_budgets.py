@@ -184,3 +184,42 @@ def test_limits_larger_than_their_columns_are_refused(team, budget):
     with pytest.raises(BudgetInvalid, match="at most"):
         Run.start("t-steps", {"n": 1}, actor="t", budget=budget)
     assert not Run.objects.exists()
+
+
+def test_wall_time_past_80_percent_is_warned_of_while_the_run_waits(team, drive, time_machine):
+    """A run waiting on a signal takes no step, so no step notices its wall time: the
+    deadlines sweep warns of it once, a raise below 80 % re-arms it, and a finished run is
+    left alone."""
+    time_machine.move_to(timezone.now(), tick=False)
+    start = timezone.now()
+    run = drive(Run.start("t-wait", {}, actor="t", budget={"wall_seconds": 100})[0].pk)
+    assert run.status == RunStatus.WAITING and run.budget_warned == []
+    assert run.wall_warn_at == run.started_at + timedelta(seconds=80)
+
+    time_machine.move_to(start + timedelta(seconds=79))
+    assert sweeps.warn_wall_time() == 0
+    time_machine.move_to(start + timedelta(seconds=81))
+    assert sweeps.warn_wall_time() == 1
+    assert sweeps.warn_wall_time() == 0  # once
+    run.refresh_from_db()
+    assert run.budget_warned == ["wall_seconds"] and run.wall_warn_at is None
+    warning = Event.objects.get(run=run, kind="budget.warning")
+    assert warning.data == {"budget": "wall_seconds", "fraction": 0.81}
+    assert warning.actor == sweeps.ACTOR
+
+    # Raised to where 81 s is still past 80 % (100 s): it stays warned and is not re-armed.
+    run = run.raise_budget(actor="t", wall_seconds=100 + 1)
+    assert run.budget_warned == ["wall_seconds"] and run.wall_warn_at is None
+    # Raised well clear of it: warned of again when the new 80 % comes.
+    run = run.raise_budget(actor="t", wall_seconds=1000)
+    assert run.budget_warned == [] and run.wall_warn_at == run.started_at + timedelta(seconds=800)
+    time_machine.move_to(start + timedelta(seconds=801))
+    assert sweeps.warn_wall_time() == 1
+    assert Event.objects.filter(run=run, kind="budget.warning").count() == 2
+
+    # A run that finished before its 80 % came is never warned of.
+    done = drive(Run.start("t-noop", {}, actor="t", budget={"wall_seconds": 100})[0].pk)
+    assert done.status == RunStatus.SUCCEEDED and done.wall_warn_at is not None
+    time_machine.move_to(start + timedelta(seconds=2000))
+    assert sweeps.warn_wall_time() == 0
+    assert not Event.objects.filter(run=done, kind="budget.warning").exists()

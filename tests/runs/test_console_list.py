@@ -107,7 +107,28 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
         last_activity_at=now - console.STALLED_AFTER - timedelta(minutes=1),
     )
     busy = _set(start("t-steps", team=t), status=RunStatus.RUNNING, last_activity_at=now)
+    # A long step within the run's own (longer) idle timeout is not stalled ...
+    patient = _set(
+        start("t-steps", team=t),
+        status=RunStatus.RUNNING,
+        idle_deadline_at=now + timedelta(minutes=30),
+        last_activity_at=now - console.STALLED_AFTER - timedelta(minutes=1),
+    )
+    # ... but a run whose worker stopped renewing its lease is.
+    orphaned = _set(
+        start("t-steps", team=t),
+        status=RunStatus.RUNNING,
+        last_activity_at=now,
+        lease_expires_at=now - timedelta(seconds=1),
+    )
     warned = _set(start("t-steps", team=t), budget_warned=["usd"])
+    # A finished run's budget needs nobody's attention any more.
+    _set(
+        start("t-steps", team=t),
+        budget_warned=["usd"],
+        status=RunStatus.SUCCEEDED,
+        finished_at=now,
+    )
     client = cast.client("owner")
 
     def ids(*runs: Run) -> set[str]:
@@ -117,8 +138,11 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
     assert set(listed(client, status="retrying")) == ids(retrying)
     assert set(listed(client, status="waiting-person")) == ids(person)
     assert set(listed(client, status="waiting-timer-event")) == ids(timer, event)
-    assert set(listed(client, status="stalled")) == ids(idle, quiet)
-    assert set(listed(client, status="running")) == ids(idle, quiet, busy)
+    assert set(listed(client, status="stalled")) == ids(idle, quiet, orphaned)
+    assert set(listed(client, status="running")) == ids(idle, quiet, busy, patient, orphaned)
+    # The badge says the same as the filter.
+    stalled_badges = client.get("/runs/", {"status": "running"}).content.decode().count(">stalled<")
+    assert stalled_badges == 3
     assert set(listed(client, status="over-budget")) == ids(warned)
     # The badge names what a waiting run waits on.
     html = client.get("/runs/", {"status": "retrying"}).content.decode()
