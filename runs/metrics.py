@@ -7,22 +7,80 @@ window's activity, not the table's history.
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db import connections
+from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet, Value
+from django.db.models.functions import Extract
 from django.utils import timezone
 
 from runs.audit import Event
 from runs.models import TERMINAL, Run, RunStatus, StepAttempt, Team, TeamDailySpend, WaitKind
 
-#: Durations are computed over at most this many finished runs per window.
-DURATION_SAMPLE = 5000
 ACTIVE = [s for s in RunStatus if s not in TERMINAL]
+#: The failed attempts that were retried: only these outcomes schedule another attempt of the
+#: step (``retry_at``). ``exhausted`` and ``permanent`` end the step (or hand it to a fallback
+#: service), so counting them would report every failure as a retry.
+RETRIED = [StepAttempt.Outcome.RETRYABLE, StepAttempt.Outcome.TIMEOUT]
+#: The duration quantiles shown (as ``quantile="0.5"`` and ``"0.95"`` on /metrics).
+MEDIAN, P95 = 0.5, 0.95
+
+
+# --- duration quantiles: one definition, PostgreSQL's percentile_cont ---------------------
+class PercentileCont(Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "percentile_cont"
+    name = "PercentileCont"
+    # Func joins its arguments with ``arg_joiner``: this puts the fraction (a bound parameter)
+    # in the call and the expression in the ordered-set clause.
+    template = "%(function)s(%(expressions)s)"
+    arg_joiner = ") WITHIN GROUP (ORDER BY "
+    arity = 2
+    output_field = FloatField()
+
+    def __init__(self, fraction: float, expression: Any, **extra: Any) -> None:
+        super().__init__(Value(fraction), expression, **extra)
+
+
+def percentile_cont(ordered: Sequence[float], fraction: float) -> float | None:
+    """The value ``fraction`` (0 to 1) of the way through ``ordered`` (sorted ascending),
+    interpolated linearly between its two nearest neighbours: PostgreSQL's ``percentile_cont``
+    step for step, so both databases give the same figure for the same runs (the median of an
+    even count is the mean of the middle two). ``statistics.quantiles(method="inclusive")`` is
+    the same rule but needs two values and whole-number cut points, hence this."""
+    if not ordered:
+        return None
+    position = fraction * (len(ordered) - 1)
+    below, above = ordered[math.floor(position)], ordered[math.ceil(position)]
+    return below + (above - below) * (position - math.floor(position))
+
+
+def duration_quantiles(runs: QuerySet[Run]) -> tuple[float | None, float | None]:
+    """Median and p95 of ``finished_at - started_at`` in seconds over every finished run of
+    ``runs``, exactly (no sample). PostgreSQL computes them itself; on SQLite (the embedded,
+    small deployment) the durations are read, one float per run, and interpolated the same way.
+    """
+    finished = runs.filter(finished_at__isnull=False, started_at__isnull=False).order_by()
+    if connections[finished.db].vendor == "postgresql":
+        seconds = Extract(F("finished_at") - F("started_at"), "epoch")
+        row = finished.aggregate(
+            median=PercentileCont(MEDIAN, seconds), p95=PercentileCont(P95, seconds)
+        )
+        return row["median"], row["p95"]
+    spans = sorted(
+        (end - start).total_seconds()
+        for start, end in finished.values_list("started_at", "finished_at").iterator(
+            chunk_size=5000
+        )
+    )
+    return percentile_cont(spans, MEDIAN), percentile_cont(spans, P95)
 
 
 @dataclass
@@ -42,33 +100,26 @@ class Window:
 
 
 def window(teams: list[Team], *, label: str, since: datetime) -> Window:
+    """The figures of ``teams``' runs created since ``since``: counts by status, completion
+    rate, exact median and p95 duration of those that finished, recoveries, and the retried
+    attempts per external service (attempts that started since ``since``)."""
     w = Window(label=label, since=since)
     runs = Run.objects.filter(team__in=teams, created_at__gte=since).order_by()
     w.by_status = {row["status"]: row["n"] for row in runs.values("status").annotate(n=Count("id"))}
     finished = sum(n for s, n in w.by_status.items() if s in TERMINAL)
     if finished:
         w.completion_rate = w.by_status.get(RunStatus.SUCCEEDED, 0) / finished
-    spans = [
-        (end - start).total_seconds()
-        for start, end in runs.filter(
-            finished_at__isnull=False, started_at__isnull=False
-        ).values_list("started_at", "finished_at")[:DURATION_SAMPLE]
-    ]
-    if spans:
-        w.median_seconds = statistics.median(spans)
-        w.p95_seconds = (
-            statistics.quantiles(spans, n=20, method="inclusive")[-1]
-            if len(spans) > 1
-            else spans[0]
-        )
+    w.median_seconds, w.p95_seconds = duration_quantiles(runs)
     retries = (
-        StepAttempt.objects.filter(run__team__in=teams, started_at__gte=since)
+        StepAttempt.objects.filter(run__team__in=teams, started_at__gte=since, outcome__in=RETRIED)
         .exclude(service="")
         .order_by()
         .values("service")
         .annotate(n=Count("id"))
     )
-    w.retries_by_service = sorted(((r["service"], r["n"]) for r in retries), key=lambda x: -x[1])
+    w.retries_by_service = sorted(
+        ((r["service"], r["n"]) for r in retries), key=lambda x: (-x[1], x[0])
+    )
     w.recoveries = Event.objects.filter(
         kind="run.recovered", team__in=teams, created_at__gte=since
     ).count()
@@ -103,7 +154,7 @@ def needs_attention(teams: list[Team], *, limit: int = 20) -> list[Run]:
         .filter(
             Q(status=RunStatus.PAUSED)
             | Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.APPROVAL, WaitKind.RETRY])
-            | Q(status=RunStatus.RUNNING, idle_deadline_at__lt=now)
+            | Run.stalled_condition(now)
             | ~Q(budget_warned=[])
         )
         .select_related("team")
@@ -176,7 +227,7 @@ def prometheus(teams: list[Team]) -> str:
     recoveries: list[tuple[dict[str, Any], Any]] = []
     for team in teams:
         w = window([team], label="24h", since=since)
-        for q, v in (("0.5", w.median_seconds), ("0.95", w.p95_seconds)):
+        for q, v in ((MEDIAN, w.median_seconds), (P95, w.p95_seconds)):
             if v is not None:
                 durations.append(({"team": team.slug, "quantile": q}, round(v, 3)))
         retries += [({"team": team.slug, "service": s}, n) for s, n in w.retries_by_service]
@@ -184,13 +235,13 @@ def prometheus(teams: list[Team]) -> str:
     metric(
         "agentops_run_duration_seconds",
         "gauge",
-        "Duration of runs finished in the last 24 h.",
+        "Duration of the runs created in the last 24 h that finished (exact quantiles).",
         durations,
     )
     metric(
         "agentops_step_retries_24h",
         "gauge",
-        "Failed attempts per external service in the last 24 h.",
+        "Failed attempts per external service that were retried, last 24 h.",
         retries,
     )
     metric(
