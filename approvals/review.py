@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from approvals.inbox import deadline_state
 from approvals.models import MAX_COMMENT, MAX_EDIT_BYTES, ApprovalRequest, Decision
-from runs.console import pretty_json
 from runs.models import Step
+from runs.run_page import pretty_json
 
 #: The latest steps shown before the gate, and how much of each output.
 STEPS_SHOWN = 30

@@ -47,8 +47,8 @@ def start_ticker(ticks: int, interval: float) -> Any:
     from django.contrib.auth.models import User
 
     from bench.common import wait_until
-    from runs.console import STEPS_SHOWN
     from runs.models import Run
+    from runs.run_page import STEPS_SHOWN
 
     lead = User.objects.get(username="lead-00")
     run, _ = Run.start(

@@ -244,10 +244,8 @@ def fan_out(*, now: datetime | None = None, batch: int = BATCH) -> int:
 
 def stalled(*, now: datetime | None = None) -> int:
     """Runs idle past their threshold become a ``run.stalled`` milestone, once per stall."""
-    from runs.console import derived_condition
-
     now = now or timezone.now()
-    found = list(Run.objects.filter(derived_condition("stalled", now))[:BATCH])
+    found = list(Run.objects.filter(Run.stalled_condition(now))[:BATCH])
     milestones = [
         Milestone(
             EventType.RUN_STALLED,

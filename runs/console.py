@@ -1,4 +1,5 @@
-"""What the console shows: run filters, keyset pages and the figures of one run.
+"""What the runs list shows: run filters, keyset pages and the rows (a run's own page is
+``runs.run_page``).
 
 Shared by the views and the WebSocket consumers, so a pushed partial is the same HTML as the
 page's. Everything here starts from ``runs_visible_to(user)``: a run of another team is never
@@ -8,9 +9,7 @@ read, counted or rendered.
 from __future__ import annotations
 
 import functools
-import hashlib
 import html
-import json
 import re
 import threading
 import uuid
@@ -22,39 +21,28 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
 
-from runs.audit import Event
-from runs.budget import WARN_AT
-from runs.forms import SignalForm
-from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt, WaitKind
+from runs.models import Run, RunStatus, WaitKind
 from runs.permissions import (
     OPERATE,
     START,
     VIEW,
     TeamRole,
-    can,
     runs_visible_to,
     team_roles,
 )
+from runs.run_page import EPOCH, budget_fraction, budget_level, progress_view, status_view
 from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
-EVENTS_SHOWN = 50
-#: The latest steps a run's page shows (and pushes on every change). A run of hours or days
-#: may checkpoint thousands: the rest are on its steps page, a page at a time.
-STEPS_SHOWN = 50
-#: Steps on a page of a run's steps page.
-STEPS_PAGE = 200
 #: The columns a row of the list reads (status badge, progress, budget, age, team, owner).
 #: Loading only these keeps the inputs, results and errors (agent data, possibly large JSON)
 #: out of every page. They are read as values into ``ListedRun``, field for field.
@@ -80,7 +68,6 @@ LIST_COLUMNS = (
     "started_at",
     "finished_at",
 )
-STALLED_AFTER = Run.STALLED_AFTER
 
 #: Views of the status filter beyond the stored statuses (name, label, condition).
 DERIVED_STATUSES: list[tuple[str, str]] = [
@@ -212,11 +199,10 @@ def filter_runs(
 
 
 # --- keyset pages on (created_at, id) ----------------------------------------------------
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def encode_cursor(run: Run) -> str:
-    micros = (run.created_at - _EPOCH) // timedelta(microseconds=1)
+    micros = (run.created_at - EPOCH) // timedelta(microseconds=1)
     return f"{micros}_{run.pk.hex}"
 
 
@@ -225,7 +211,7 @@ def decode_cursor(text: str) -> tuple[datetime, str] | None:
     if not micros.lstrip("-").isdigit() or not re.fullmatch(r"[0-9a-f]{32}", hex_id):
         return None
     try:
-        return _EPOCH + timedelta(microseconds=int(micros)), hex_id
+        return EPOCH + timedelta(microseconds=int(micros)), hex_id
     except OverflowError:
         return None
 
@@ -280,280 +266,6 @@ def keyset_page(
         newer=encode_cursor(rows[0]) if rows and cur else None,
         older=encode_cursor(rows[-1]) if rows and more_older else None,
     )
-
-
-# --- figures of one run ------------------------------------------------------------------
-def status_view(run: Run, *, now: datetime | None = None) -> tuple[str, str]:
-    """(label, css modifier) of the run's status badge, naming what it waits on."""
-    now = now or timezone.now()
-    if run.status == RunStatus.WAITING:
-        kind = {
-            WaitKind.RETRY: "retrying",
-            WaitKind.APPROVAL: "waiting on a person",
-            WaitKind.TIMER: "waiting on a timer",
-            WaitKind.EVENT: "waiting on an event",
-            WaitKind.CIRCUIT: "waiting on an open circuit",
-        }.get(run.wait_kind, "waiting")
-        return kind, "waiting"
-    if run.status == RunStatus.RUNNING:
-        if run.stop_requested:
-            return "stopping", "stopping"
-        if run.is_stalled(now=now):
-            return "stalled", "stalled"
-    return run.get_status_display().lower(), run.status
-
-
-def budget_level(fraction: float | None) -> str:
-    """ "ok", "warn" (past the 80 % warning) or "over" (limit reached)."""
-    if fraction is None or fraction < WARN_AT:
-        return "ok"
-    return "over" if fraction >= 1 else "warn"
-
-
-def budget_fraction(run: Run, *, now: datetime | None = None) -> float | None:
-    fracs = [f["fraction"] for f in run.budget_usage(now=now).values() if f["fraction"] is not None]
-    return max(fracs) if fracs else None
-
-
-def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
-    """Done/total, stage, message, and an ETA from the rate since the run started."""
-    now = now or timezone.now()
-    p = run.progress or {}
-    done, total = p.get("done"), p.get("total")
-    out: dict[str, Any] = {
-        "done": done,
-        "total": total,
-        "stage": p.get("stage") or "",
-        "message": p.get("message") or "",
-        "eta": None,
-        "percent": None,
-    }
-    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
-        out["percent"] = round(100 * min(done, total) / total)
-        updated = parse_datetime(p["updated_at"]) if p.get("updated_at") else None
-        if (
-            run.status in (RunStatus.RUNNING, RunStatus.WAITING)
-            and run.started_at
-            and updated
-            and 0 < done < total
-            and updated > run.started_at
-        ):
-            rate = done / (updated - run.started_at).total_seconds()
-            out["eta"] = updated + timedelta(seconds=(total - done) / rate)
-    return out
-
-
-BUDGET_LABELS = {
-    "usd": "Cost (USD)",
-    "tokens": "Tokens",
-    "actions": "Actions",
-    "wall_seconds": "Wall time (s)",
-}
-
-
-def budget_view(run: Run) -> list[dict[str, Any]]:
-    rows = []
-    for kind, fig in run.budget_usage().items():
-        frac = fig["fraction"]
-        rows.append(
-            {
-                "kind": kind,
-                "label": BUDGET_LABELS[kind],
-                "spent": fig["spent"],
-                "limit": fig["limit"],
-                "fraction": min(frac, 1.0) if frac is not None else None,
-                "percent": round(100 * frac) if frac is not None else None,
-                "warn": WARN_AT,
-                "level": budget_level(frac),
-            }
-        )
-    return rows
-
-
-def pretty_json(value: Any) -> str:
-    """Indented JSON for a <pre>; escaped by the template like any other text."""
-    return json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder, sort_keys=True)
-
-
-@dataclass
-class StepRow:
-    step: Step
-    failed_attempts: list[StepAttempt]
-    error_json: str
-
-
-def latest_steps(run: Run) -> tuple[list[StepRow], int]:
-    """The latest ``STEPS_SHOWN`` steps of ``run`` with their failed attempts, in order (then
-    the failed attempts of the step in progress, which has no checkpoint yet), and how many
-    earlier steps there are."""
-    steps = Step.objects.filter(run=run).order_by("-seq").defer("output")
-    chosen = list(steps[:STEPS_SHOWN])[::-1]
-    earlier = 0
-    if len(chosen) == STEPS_SHOWN:
-        earlier = Step.objects.filter(run=run, seq__lt=chosen[0].seq).count()
-    return _with_attempts(run, chosen, to_the_end=True), earlier
-
-
-def steps_page(run: Run, after: int) -> tuple[list[StepRow], int | None]:
-    """The first ``STEPS_PAGE`` steps of ``run`` after seq ``after`` (keyset: no offset to
-    count through), and the cursor of the next page (None on the last, which also ends with
-    the failed attempts of the step in progress)."""
-    steps = Step.objects.filter(run=run, seq__gt=after).order_by("seq").defer("output")
-    chosen = list(steps[: STEPS_PAGE + 1])
-    more = len(chosen) > STEPS_PAGE
-    chosen = chosen[:STEPS_PAGE]
-    rows = _with_attempts(run, chosen, after=after, to_the_end=not more)
-    return rows, chosen[-1].seq if more else None
-
-
-def _with_attempts(
-    run: Run, chosen: list[Step], *, after: int = -1, to_the_end: bool
-) -> list[StepRow]:
-    tried = StepAttempt.objects.filter(run=run, seq__gt=after)
-    if chosen:
-        tried = tried.filter(seq__gte=chosen[0].seq)
-    if not to_the_end:
-        tried = tried.filter(seq__lte=chosen[-1].seq)
-    attempts: dict[int, list[StepAttempt]] = {}
-    for a in tried.order_by("seq", "attempt"):
-        attempts.setdefault(a.seq, []).append(a)
-    rows = [
-        StepRow(step, attempts.pop(step.seq, []), pretty_json(step.error) if step.error else "")
-        for step in chosen
-    ]
-    for seq, failed in sorted(attempts.items()):  # a step in progress, failed so far
-        pending = Step(
-            run=run,
-            seq=seq,
-            name=failed[-1].name,
-            status=Step.Status.PENDING,
-            attempts=len(failed),
-            started_at=failed[0].started_at,
-        )
-        rows.append(StepRow(pending, failed, ""))
-    return rows
-
-
-def run_actions(run: Run, *, may_operate: bool) -> dict[str, bool]:
-    """Which buttons the console offers; each action still checks again when posted."""
-    active = run.status not in TERMINAL
-    return {
-        "pause": may_operate
-        and run.status in (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.RUNNING)
-        and not run.pause_requested
-        and not run.stop_requested,
-        "resume": may_operate and run.status == RunStatus.PAUSED and not run.stop_requested,
-        "cancel": may_operate and active and not run.stop_requested,
-        "raise_budget": may_operate and active,
-        "retry": may_operate and run.status != RunStatus.SUCCEEDED,
-    }
-
-
-def live_version(run: Run, last_event_id: int | None) -> str:
-    """The version of a rendered run fragment: ``<last event id>-<updated_at in µs>``.
-
-    The page refuses to swap in a fragment whose version is lower than the one it shows
-    (compared as a pair), so an action's response that arrives after the push of a newer
-    state cannot take the page back in time. Event ids are handed out by the database, so
-    they order changes across machines whatever their clocks; ``updated_at`` only breaks ties
-    between writes that append no event (progress), which come from the one lease holder.
-    """
-    micros = (run.updated_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{last_event_id or 0}-{micros}"
-
-
-def person_state(run: Run) -> str:
-    """The part of a run's state that people change (status, a requested stop or pause):
-    when a push changes it, the page tells who did it."""
-    parts = [str(run.status)]
-    if run.stop_requested:
-        parts.append("stopping")
-    if run.pause_requested:
-        parts.append("pausing")
-    return "-".join(parts)
-
-
-#: Actors that are people (``runs.permissions.actor_for``), not the engine or a sweep.
-PERSON_ACTORS = ("user:", "api:")
-
-
-def signal_form_id(name: str) -> str:
-    """The DOM id of the form that sends signal ``name``: a digest, since a signal name may
-    hold any character, and one id per name, so a form kept while the person types
-    (``hx-preserve``) is never the form of another signal."""
-    return "run-signal-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-
-
-def run_live_context(
-    run: Run, user: Any = None, *, now: datetime | None = None, may_operate: bool | None = None
-) -> dict[str, Any]:
-    """Everything the live part of a run's page shows, for ``user`` (or for anyone whose
-    right to operate it is ``may_operate``: nothing else in it depends on who looks)."""
-    now = now or timezone.now()
-    if may_operate is None:
-        may_operate = can(user, run.team_id, OPERATE)
-    label, modifier = status_view(run, now=now)
-    events = list(Event.objects.filter(run=run).order_by("-id")[:EVENTS_SHOWN])
-    steps, earlier_steps = latest_steps(run)
-    detail_url = reverse("run-detail", args=[run.pk])
-    waits_for_signal = (
-        run.status == RunStatus.WAITING and run.wait_kind == WaitKind.EVENT and run.waiting_for
-    )
-    # The latest thing a person did: a push that brings a newer one along with a new state
-    # says who changed the run (changes the engine makes on its own are not announced).
-    by_person = next((e for e in events if e.actor.startswith(PERSON_ACTORS)), None)
-    pausing = run.status == RunStatus.RUNNING and run.pause_requested and not run.stop_requested
-    return {
-        "version": live_version(run, events[0].id if events else None),
-        "person_state": person_state(run),
-        "person_state_label": "pausing" if pausing else label,
-        "changed_by": by_person.actor if by_person else "",
-        "changed_at": by_person.id if by_person else 0,
-        "signal_form": (
-            SignalForm(initial={"name": run.waiting_for})
-            if may_operate and waits_for_signal
-            else None
-        ),
-        "signal_form_id": signal_form_id(run.waiting_for),
-        "signal_preserve": True,
-        "run": run,
-        "now": now,
-        "status_label": label,
-        "status_modifier": modifier,
-        "progress": progress_view(run, now=now),
-        "budget": budget_view(run),
-        "steps": steps,
-        "earlier_steps": earlier_steps,
-        "steps_url": reverse("run-steps", args=[run.pk]),
-        "events": [(e, pretty_json(e.data) if e.data else "") for e in events],
-        "result_json": pretty_json(run.result) if run.result is not None else "",
-        "error_json": pretty_json(run.error) if run.error is not None else "",
-        "actions": run_actions(run, may_operate=may_operate),
-        "may_operate": may_operate,
-        "poll_url": f"{detail_url}?poll=1",
-        "nav": "runs",
-    }
-
-
-def render_run_live(user: Any, run_id: Any, *, oob: bool = True) -> str | None:
-    """The run's live partial as a push for ``user``; None when the user may not see it."""
-    run = runs_visible_to(user).select_related("team", "created_by").filter(pk=run_id).first()
-    if run is None:
-        return None
-    context = run_live_context(run, user)
-    context["oob"] = oob
-    return render_to_string("runs/run_detail.html#run-live", context).strip()
-
-
-def render_run_live_as(run_id: Any, *, may_operate: bool) -> str | None:
-    """The run's live push for every viewer with that right to operate it: the caller has
-    checked that they may see it. One render serves a crowd of viewers."""
-    run = Run.objects.select_related("team", "created_by").filter(pk=run_id).first()
-    if run is None:
-        return None
-    context = run_live_context(run, may_operate=may_operate)
-    context["oob"] = True
-    return render_to_string("runs/run_detail.html#run-live", context).strip()
 
 
 def list_context(

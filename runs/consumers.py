@@ -33,9 +33,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from agentops.wsframes import direct_send
 from notifications import presence
 from runs import live
-from runs.console import render_run_list, render_run_live_as
+from runs.console import render_run_list
 from runs.models import Run
 from runs.permissions import OPERATE, VIEW, TeamRole, team_roles
+from runs.run_page import render_run_live_as
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from runs.console import list_context, pretty_json, run_live_context, steps_page
+from runs.console import list_context
 from runs.exceptions import AgentopsError
 from runs.forms import BUDGET_KINDS, RaiseBudgetForm, RetryForm, SignalForm, errors_to_fields
 from runs.models import RunStatus
 from runs.permissions import actor_for, runs_visible_to
+from runs.run_page import pretty_json, run_live_context, steps_page
 from runs.views.common import (
     _get_run_for_user,
     _get_run_to_operate,

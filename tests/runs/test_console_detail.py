@@ -12,10 +12,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from runs import console
-from runs.console import render_run_live_as
+from runs import run_page
 from runs.forms import RetryForm
 from runs.models import Event, Run, RunStatus, Team, WaitKind
+from runs.run_page import render_run_live_as
 from tests.runs.console_support import Cast, htmx_headers, make_cast, start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.engine]
@@ -375,7 +375,7 @@ def test_a_long_run_shows_its_latest_steps_and_pages_through_all_of_them(
     pushed = render_run_live_as(run.pk, may_operate=False) or ""
     assert STEP_NAME.findall(pushed) == shown and "10 earlier steps" in pushed
 
-    monkeypatch.setattr(console, "STEPS_PAGE", 25)
+    monkeypatch.setattr(run_page, "STEPS_PAGE", 25)
     seen: list[str] = []
     url = f"/runs/{run.pk}/steps/"
     for expected in (25, 25, 10):

@@ -104,7 +104,7 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
     quiet = _set(
         start("t-steps", team=t),
         status=RunStatus.RUNNING,
-        last_activity_at=now - console.STALLED_AFTER - timedelta(minutes=1),
+        last_activity_at=now - Run.STALLED_AFTER - timedelta(minutes=1),
     )
     busy = _set(start("t-steps", team=t), status=RunStatus.RUNNING, last_activity_at=now)
     # A long step within the run's own (longer) idle timeout is not stalled ...
@@ -112,7 +112,7 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
         start("t-steps", team=t),
         status=RunStatus.RUNNING,
         idle_deadline_at=now + timedelta(minutes=30),
-        last_activity_at=now - console.STALLED_AFTER - timedelta(minutes=1),
+        last_activity_at=now - Run.STALLED_AFTER - timedelta(minutes=1),
     )
     # ... but a run whose worker stopped renewing its lease is.
     orphaned = _set(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from runs.console import signal_form_id
 from runs.forms import SIGNAL_PAYLOAD_MAX
 from runs.models import Event, Run, RunStatus, Signal, Team, WaitKind
+from runs.run_page import signal_form_id
 from tests.runs.console_support import Cast, htmx_headers, make_cast, start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.engine]

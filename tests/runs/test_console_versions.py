@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from runs.console import render_run_live
 from runs.models import Event, Run, RunStatus, Team
+from runs.run_page import render_run_live
 from tests.runs.console_support import Cast, htmx_headers, make_cast, start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.engine]
