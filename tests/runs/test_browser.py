@@ -2,8 +2,10 @@
 `manage.py serve` process on SQLite, with its embedded workers and beat.
 
 A team lead starts a run and watches it move without reloading the page, cancels a long
-run from its page, is told when a teammate pauses it, and a person of another team sees none
-of it.
+run from its page, is told within a second when a teammate pauses it, and a person of another
+team sees none of it. What a run's page shows live must come by its WebSocket: the page would
+also get there by polling (its fallback), so the tests watch the socket's frames and the
+polls from outside the page (``watch_wire``) and fail if the page polled.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import os
 import re
 import textwrap
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -34,6 +39,10 @@ CHROMIUM_ARGS = [
 PASSWORD = "a-long-browser-test-password"
 #: How long the page may take to show what the server did (pushes arrive in well under 1 s).
 LIVE_TIMEOUT_MS = 20_000
+#: A person's action is on every open page of the run within a second (and a little slack
+#: for a loaded test machine). A page that polls instead (every 2 s) may miss this at random,
+#: so the tests also check that what they saw came in a frame of the run's socket.
+PUSH_WITHIN_S = 1.5
 
 USERS_SCRIPT = textwrap.dedent(
     f"""
@@ -50,6 +59,79 @@ USERS_SCRIPT = textwrap.dedent(
 RUN_LIVE = "#run-live"
 STATUS_BADGE = "#run-live .summary-status .badge"
 TIMELINE_ROWS = "#run-live ol.timeline > li"
+
+
+RUN_SOCKET = re.compile(r"/ws/runs/[0-9a-f-]{36}/$")
+
+
+@dataclass
+class Wire:
+    """What reached one page over the network: the frames received on its run sockets (with
+    when they arrived) and the requests of its live partials polling instead (``?poll=1``,
+    which ``static/js/app.js`` starts when a socket fails or closes)."""
+
+    sockets: list[Any] = field(default_factory=list)
+    frames: list[tuple[float, str]] = field(default_factory=list)
+    polls: list[str] = field(default_factory=list)
+
+    def pushed(self, pattern: str, *, since: float = 0.0) -> list[float]:
+        """When frames matching ``pattern`` (a regular expression) arrived after ``since``
+        (``time.monotonic``; taken when Playwright hands the event over, so a little late)."""
+        return [at for at, text in self.frames if at >= since and re.search(pattern, text)]
+
+    def assert_live(self) -> None:
+        """The page's one run socket is still open and it never polled."""
+        assert self.polls == [], f"the page polled (its socket failed): {self.polls}"
+        assert len(self.sockets) == 1, [ws.url for ws in self.sockets]
+        assert not self.sockets[0].is_closed(), "the run's socket closed"
+
+
+def watch_wire(page: Any) -> Wire:
+    """Record ``page``'s run sockets, their frames and its polls from now on (no script in
+    the page: Playwright sees them from outside, whatever the CSP)."""
+    wire = Wire()
+
+    def on_frame(payload: str | bytes) -> None:
+        text = payload if isinstance(payload, str) else payload.decode(errors="replace")
+        wire.frames.append((time.monotonic(), text))
+
+    def on_socket(ws: Any) -> None:
+        if RUN_SOCKET.search(urlsplit(ws.url).path):
+            wire.sockets.append(ws)
+            ws.on("framereceived", on_frame)
+
+    def on_request(request: Any) -> None:
+        if parse_qs(urlsplit(request.url).query).get("poll") == ["1"]:
+            wire.polls.append(request.url)
+
+    page.on("websocket", on_socket)
+    page.on("request", on_request)
+    return wire
+
+
+def progress_pattern(value: str = r"[^\"]+") -> str:
+    """A pushed ``#run-live`` whose progress bar shows ``value`` (a regular expression)."""
+    return rf'id="run-progress-bar"[^>]*\svalue="{value}"'
+
+
+def state_pattern(status: str) -> str:
+    """A pushed ``#run-live`` of a run in ``status`` (its ``data-state`` is the status, then
+    any requests still marked on the run: ``runs.run_page.person_state``)."""
+    return rf'<section id="run-live"[^>]*\sdata-state="{status}(?:-[a-z]+)*"'
+
+
+def wait_pushed(
+    page: Any, wire: Wire, pattern: str, *, what: str, since: float = 0.0, timeout: float = 5.0
+) -> float:
+    """Wait until a frame matching ``pattern`` has arrived after ``since``; returns when. The
+    page may show a frame's content before Playwright has handed the frame's event over, so
+    this polls (letting Playwright deliver its events) rather than asks once."""
+    deadline = time.monotonic() + timeout
+    while not (arrived := wire.pushed(pattern, since=since)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come by the run's socket within {timeout} s")
+        page.wait_for_timeout(25)
+    return arrived[0]
 
 
 def _no_browser(reason: str) -> NoReturn:
@@ -191,19 +273,32 @@ def test_a_started_run_advances_live_until_it_succeeds(new_page: Any, server: st
 
     page = new_page()
     sign_in(page, server, "olive")
+    wire = watch_wire(page)
     start_steps_run(page, server, n=15, work_ms=300)
 
     # The progress bar and the step timeline grow, pushed to the page while we watch.
     first_value = wait_more_progress(page, 0)
     first_rows = wait_more_rows(page, 0)
-    assert wait_more_progress(page, first_value) > first_value
+    later_value = wait_more_progress(page, first_value)
+    assert later_value > first_value
     assert wait_more_rows(page, first_rows) > first_rows
+    # ...by the run's socket: the value shown came in one of its frames, and nothing polled.
+    shown = page.locator("#run-progress-bar").get_attribute("value")
+    assert shown is not None and float(shown) >= later_value
+    wire.assert_live()
+    wait_pushed(page, wire, progress_pattern(re.escape(shown)), what=f"progress {shown}")
 
     expect(page.locator(STATUS_BADGE)).to_have_text(status("succeeded"), timeout=LIVE_TIMEOUT_MS)
     expect(page.locator(RUN_LIVE).get_by_text("Progress: 15 of 15")).to_be_visible()
     expect(page.locator("#run-progress-bar")).to_have_attribute("value", "100")
     expect(page.locator(TIMELINE_ROWS)).to_have_count(15)
     expect(page.locator(f"{TIMELINE_ROWS}.step-completed")).to_have_count(15)
+    wait_pushed(page, wire, state_pattern("succeeded"), what="the end of the run")
+    pushed_values = {
+        v for _, text in wire.frames for v in re.findall(progress_pattern('([^"]+)'), text)
+    }
+    assert len(pushed_values) >= 3, f"the bar moved by pushes only to {sorted(pushed_values)}"
+    wire.assert_live()
     assert still_same_document(page), "the page was reloaded"
 
 
@@ -212,6 +307,7 @@ def test_cancelling_a_running_run_from_its_page(new_page: Any, server: str) -> N
 
     page = new_page()
     sign_in(page, server, "olive")
+    wire = watch_wire(page)
     start_steps_run(page, server, n=200, work_ms=200)
     expect(page.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
     wait_more_rows(page, 0)
@@ -223,11 +319,20 @@ def test_cancelling_a_running_run_from_its_page(new_page: Any, server: str) -> N
     # (Success toasts fade after 8 s: look for it first.)
     expect(page.locator(".toast", has_text="Cancellation requested")).to_be_visible()
 
-    expect(page.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
+    # The answer to the click says "requested"; the run's end comes by its socket.
+    wait_pushed(
+        page,
+        wire,
+        state_pattern("cancelled"),
+        what="the cancellation",
+        timeout=LIVE_TIMEOUT_MS / 1000,
+    )
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("cancelled"))
     expect(page.locator(RUN_LIVE).get_by_role("link", name="Cancel run…")).to_have_count(0)
     expect(confirm).to_have_count(0)
     # Stopped long before its 200 steps.
     assert page.locator(TIMELINE_ROWS).count() < 200
+    wire.assert_live()
     assert still_same_document(page), "the page was reloaded"
 
 
@@ -266,23 +371,35 @@ def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
 
     olive = new_page()
     sign_in(olive, server, "olive")
+    olive_wire = watch_wire(olive)
     run_url = start_steps_run(olive, server, n=300, work_ms=200)
     expect(olive.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
     wait_more_rows(olive, 0)
 
-    # A teammate pauses the run from their own page and gets a toast...
+    # A teammate pauses the run from their own page...
     otto = new_page()
     sign_in(otto, server, "otto")
     otto.goto(run_url)
+    expect(otto.locator(STATUS_BADGE)).to_have_text(status("running"))
+    clicked = time.monotonic()
     otto.locator(RUN_LIVE).get_by_role("button", name="Pause").click()
+    # ...and within a second the person watching sees it, and is told who did it, by a push
+    # on her page's socket (a page that polled would take up to 2 s: it must not have).
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("paused"), timeout=PUSH_WITHIN_S * 1000)
+    expect(olive.locator(".toast-info", has_text="(by otto)")).to_be_visible(
+        timeout=PUSH_WITHIN_S * 1000
+    )
+    seen_after = time.monotonic() - clicked
+    assert seen_after < PUSH_WITHIN_S, f"the pause was shown {seen_after:.2f} s on"
+    olive_wire.assert_live()
+    arrived = wait_pushed(
+        olive, olive_wire, state_pattern("paused"), since=clicked, what="otto's pause"
+    )
+    assert arrived - clicked < PUSH_WITHIN_S, f"the pause was pushed {arrived - clicked:.2f} s on"
+    # He gets a toast of his own.
     expect(
         otto.locator(".toast-success", has_text=re.compile("Pause requested|Run paused"))
     ).to_be_visible()
-    # ...and the person watching is told who did it, by the push.
-    expect(olive.locator(".toast-info", has_text="(by otto)")).to_be_visible(
-        timeout=LIVE_TIMEOUT_MS
-    )
-    expect(olive.locator(STATUS_BADGE)).to_have_text(status("paused"), timeout=LIVE_TIMEOUT_MS)
 
     # The race, made certain: the page already shows a state newer than any answer.
     live = olive.locator(RUN_LIVE)
@@ -305,6 +422,7 @@ def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
         "button", name="Yes, cancel the run"
     ).click()
     expect(olive.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
+    olive_wire.assert_live()
     assert still_same_document(olive), "the page was reloaded"
 
 
