@@ -29,12 +29,25 @@
       }
     });
   }
-  document.addEventListener("htmx:wsClose", function (evt) {
+  // The socket's element remembers that it is down: the answer to an action (or any other
+  // swap) replaces a live partial with one that carries no polling attributes, and while
+  // the socket is down that partial must poll again, or the page would stand still until
+  // the ws extension's next reconnect (up to a minute away).
+  function socketDown(evt) {
+    evt.target.setAttribute("data-socket-down", "");
     startPolling(evt.target);
+  }
+  function pollWhereDown() {
+    var roots = document.querySelectorAll("[data-socket-down]");
+    Array.prototype.forEach.call(roots, startPolling);
+  }
+  document.addEventListener("htmx:wsClose", socketDown);
+  document.addEventListener("htmx:wsError", socketDown);
+  document.addEventListener("htmx:wsOpen", function (evt) {
+    evt.target.removeAttribute("data-socket-down");
   });
-  document.addEventListener("htmx:wsError", function (evt) {
-    startPolling(evt.target);
-  });
+  document.addEventListener("htmx:afterSettle", pollWhereDown);
+  document.addEventListener("htmx:oobAfterSwap", pollWhereDown);
   if (!("WebSocket" in window)) {
     document.addEventListener("DOMContentLoaded", function () {
       startPolling(document);

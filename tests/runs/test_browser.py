@@ -336,6 +336,51 @@ def test_cancelling_a_running_run_from_its_page(new_page: Any, server: str) -> N
     assert still_same_document(page), "the page was reloaded"
 
 
+def test_without_its_socket_a_run_page_keeps_following_the_run_after_an_action(
+    new_page: Any, server: str
+) -> None:
+    """With the run's socket refused, the page polls; the answer to a click replaces the
+    live partial with one that does not poll, and the page must poll again (else it would
+    stand at "stopping" until the socket's next reconnect, up to a minute away)."""
+    from playwright.sync_api import expect
+
+    page = new_page()
+    page.route_web_socket(RUN_SOCKET, lambda ws: ws.close())
+    sign_in(page, server, "olive")
+    wire = watch_wire(page)
+    start_steps_run(page, server, n=200, work_ms=200)
+    expect(page.locator("#run-live[hx-trigger='every 2s']")).to_have_count(1)
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+
+    page.locator(RUN_LIVE).get_by_role("link", name="Cancel run…").click()
+    confirm = page.get_by_role("alertdialog", name="Cancel this run?")
+    confirm.get_by_role("button", name="Yes, cancel the run").click()
+    expect(page.locator(".toast", has_text="Cancellation requested")).to_be_visible()
+    polled_before = len(wire.polls)
+    # Polling again, it sees the run stop (the socket never brought a frame).
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("cancelled"), timeout=LIVE_TIMEOUT_MS)
+    assert len(wire.polls) > polled_before and wire.frames == []
+    assert still_same_document(page), "the page was reloaded"
+
+
+def test_signing_out_in_one_tab_sends_the_others_to_the_sign_in_page(
+    new_page: Any, server: str
+) -> None:
+    """The run page's socket is closed when its session is signed out of (elsewhere); the
+    page then polls, and its first poll sends it to the sign-in page."""
+    from playwright.sync_api import expect
+
+    watching = new_page()
+    sign_in(watching, server, "olive")
+    url = start_steps_run(watching, server, n=200, work_ms=200)
+    expect(watching.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    other_tab = watching.context.new_page()  # the same browser: the same session
+    other_tab.goto(url)
+    other_tab.locator(".account").get_by_role("button", name=re.compile("sign out", re.I)).click()
+    expect(other_tab).to_have_url(re.compile(r"/login/"))
+    expect(watching).to_have_url(re.compile(r"/login/\?next="), timeout=LIVE_TIMEOUT_MS)
+
+
 def test_another_team_sees_none_of_it(new_page: Any, server: str) -> None:
     from playwright.sync_api import expect
 
