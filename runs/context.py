@@ -127,6 +127,7 @@ class Context(CheckpointWriter):
         self._slice_start = time.monotonic()
         self._live_steps = 0
         self._last_progress = 0.0
+        self._progress_unwritten = False
         self._progress: dict[str, Any] = dict(run.progress or {})
         self.lease_seconds = float(settings.AGENTOPS_LEASE_SECONDS)
         self.slice_seconds = float(settings.AGENTOPS_SLICE_SECONDS)
@@ -205,10 +206,22 @@ class Context(CheckpointWriter):
         stage_changed = new.get("stage") != self._progress.get("stage")
         finished = new.get("total") is not None and new.get("done") == new.get("total")
         self._progress = new
-        mono = time.monotonic()
-        if not (stage_changed or finished or mono - self._last_progress >= 1.0):
+        if not (stage_changed or finished or time.monotonic() - self._last_progress >= 1.0):
+            self._progress_unwritten = True  # written within a second, or when the run stops
             return
-        self._last_progress = mono
+        self._write_progress(stage_changed=stage_changed)
+
+    def flush_progress(self) -> None:
+        """Write the progress that throttling held back, so a run that stops (to wait, to
+        pause at its budget, to yield, to finish or fail) shows where it got to, not where it
+        was up to a second before (a quick run showed "0 of 100" after 75 steps)."""
+        if self._progress_unwritten and not self.replaying:
+            self._write_progress(stage_changed=False)
+
+    def _write_progress(self, *, stage_changed: bool) -> None:
+        self._progress_unwritten = False
+        self._last_progress = time.monotonic()
+        new = self._progress
         now = timezone.now()
         new["updated_at"] = now.isoformat()
         for key in ("stage", "message"):

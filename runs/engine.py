@@ -267,11 +267,32 @@ def _workflow_unavailable(run: Run, exc: UnknownWorkflow, actor: str, mine: Q) -
     return "unavailable"
 
 
+def _body(ctx: Context, wf: Any, data: Any) -> Any:
+    """The workflow's code. However it stops (returns, fails, waits, pauses, yields) while
+    this worker still holds the lease, the progress it reported last is written first."""
+    try:
+        result = wf.fn(ctx, data)
+    except (LeaseLost, NonDeterminismError, *DATABASE_ERRORS):
+        raise  # the lease is gone, or the database refuses: nothing more is written
+    except BaseException:
+        _flush_progress(ctx)
+        raise
+    _flush_progress(ctx)
+    return result
+
+
+def _flush_progress(ctx: Context) -> None:
+    try:
+        ctx.flush_progress()
+    except DATABASE_ERRORS:  # progress is a display: the run's own outcome matters more
+        log.warning("run %s: last progress not written", ctx.run_id, exc_info=True)
+
+
 def _execute(ctx: Context, run: Run, wf: Any, actor: str, mine: Q) -> str:
     try:
         try:
             data = wf.parse_input(run.input)
-            result = wf.fn(ctx, data)
+            result = _body(ctx, wf, data)
             result = redact(to_json("the workflow's result", result))
         except StopRequested:
             return _stop(ctx, run, actor, mine)

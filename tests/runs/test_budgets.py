@@ -223,3 +223,12 @@ def test_wall_time_past_80_percent_is_warned_of_while_the_run_waits(team, drive,
     time_machine.move_to(start + timedelta(seconds=2000))
     assert sweeps.warn_wall_time() == 0
     assert not Event.objects.filter(run=done, kind="budget.warning").exists()
+
+
+def test_a_run_that_stops_shows_the_progress_it_reported_last(team, drive):
+    """Progress writes are throttled to one a second; a quick run paused at its budget must
+    still show where it got to, not the first step's figure."""
+    run = drive(Run.start("t-steps", {"n": 50}, actor="t", budget={"actions": 7})[0].pk)
+    assert run.status == RunStatus.PAUSED
+    assert (run.progress["done"], run.progress["total"]) == (run.spent_actions, 50)
+    assert run.spent_actions >= 7
