@@ -302,6 +302,34 @@ def test_a_started_run_advances_live_until_it_succeeds(new_page: Any, server: st
     assert still_same_document(page), "the page was reloaded"
 
 
+def test_the_demo_digest_started_from_the_console_is_followed_to_its_result(
+    new_page: Any, server: str
+) -> None:
+    """The demo workflow a new user finds first: started from the form with its defaults
+    (but more files, so it lasts a moment, within its budget), followed live to its result."""
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, server, "olive")
+    wire = watch_wire(page)
+    page.goto(f"{server}/runs/new/")
+    page.locator("#id_workflow").select_option("digest")
+    form = page.locator("#start-form form")
+    expect(form.locator("#id_input-limit")).to_have_value("25")  # the schema's default
+    form.locator("#id_input-limit").fill("60")
+    form.get_by_role("button", name="Start run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    page.evaluate("window.__sameDocument = true")
+
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("succeeded"), timeout=LIVE_TIMEOUT_MS)
+    wait_pushed(page, wire, state_pattern("succeeded"), what="the end of the digest")
+    pushed = {v for _, text in wire.frames for v in re.findall(progress_pattern('([^"]+)'), text)}
+    assert len(pushed) >= 2, f"the bar moved by pushes only to {sorted(pushed)}"
+    expect(page.locator(RUN_LIVE)).to_contain_text('"files": 60')
+    wire.assert_live()
+    assert still_same_document(page), "the page was reloaded"
+
+
 def test_cancelling_a_running_run_from_its_page(new_page: Any, server: str) -> None:
     from playwright.sync_api import expect
 
