@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Decision
-from runs.console import id_prefix
+from runs.console import id_range
 from runs.models import Membership
 from runs.permissions import DECIDE, VIEW, TeamRole, teams_for
 from runs.workflow import all_workflows
@@ -235,8 +235,8 @@ def _filtered(
         qs = qs.filter(created_at__lt=now - AGES[age])
     if text := (form.value("q") or "").strip():
         match = Q(name__icontains=text) | Q(payload__icontains=text)
-        if prefix := id_prefix(text):
-            match |= Q(run__id__startswith=prefix)
+        if bounds := id_range(text):
+            match |= Q(run__id__gte=bounds[0], run__id__lte=bounds[1])
         if text.isdigit() and len(text) < 18:
             match |= Q(pk=int(text))
         qs = qs.filter(match)

@@ -3,6 +3,7 @@ and keyset paging without counting the table."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -193,6 +194,21 @@ def test_search_by_id_prefix_or_input_text(cast: Cast) -> None:
     assert listed(client, q=b.pk.hex[:12]) == [str(b.pk)]
     assert listed(client, q=str(b.pk).upper()) == [str(b.pk)]
     assert listed(client, q="nothing-like-this") == []
+
+
+@pytest.mark.pg
+def test_search_reads_indexes_not_the_table(cast: Cast) -> None:
+    """On PostgreSQL the input is searched by its trigram index and an id prefix by the
+    primary key's range (neither reads every run, as ``id::text LIKE`` and a bare ILIKE did)."""
+    qs = Run.objects.filter(console.search_condition("96687e10-20d3")).order_by()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # the test table is tiny
+    plan = qs.explain()
+    assert "run_input_trgm" in plan and "runs_run_pkey" in plan, plan
+    assert console.id_range("96687e10-20d3") == (
+        uuid.UUID("96687e10-20d3-0000-0000-000000000000"),
+        uuid.UUID("96687e10-20d3-ffff-ffff-ffffffffffff"),
+    )
 
 
 def test_keyset_pages_walk_every_run_once_in_order_without_counting(
