@@ -12,9 +12,9 @@ below runs against them, in the distributed deployment (``DATABASE_URL`` on Post
 2. serve with real ``daphne`` processes, and measure, with 20 concurrent clients each signed
    in with its own session (a closed loop: each sends its next request when the answer
    arrives), the p50/p95 latency of the runs list ``/runs/`` (first page, a page filtered
-   by a derived view and a workflow, and a search in the runs' input) and of the same table's Django admin changelist
-   ``/admin/runs/run/`` (first page, and filtered by status and workflow), plus the plan
-   and time of the list's query;
+   by a derived view and a workflow, and a search in the runs' input) and of the same
+   table's Django admin changelist ``/admin/runs/run/`` (first page, and filtered by status
+   and workflow), plus the plan and time of the list's query;
 3. with a real ``celery worker`` driving a run whose steps finish 0.25 s apart (after 50
    quick ones, so that its page is at its full size, the latest 50 steps and events): the
    time from a step's checkpoint (``Step.finished_at``) to the pushed partial arriving at
