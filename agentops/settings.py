@@ -323,6 +323,8 @@ LOGOUT_REDIRECT_URL = "/login/"
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Team roles as object permissions: user.has_perm("runs.operate_run", run).
+    "runs.permissions.TeamRoleBackend",
 ]
 AXES_FAILURE_LIMIT = _positive("AXES_FAILURE_LIMIT", 5, integer=True)
 AXES_COOLOFF_TIME = timedelta(minutes=_positive("AXES_COOLOFF_MINUTES", 15, integer=True))

@@ -2,7 +2,8 @@
 
 A user's role in a team (``Membership.role``) maps to Django permission codenames of the
 ``runs`` app; superusers hold every permission in every team. Views and the API ask
-``can(user, team, perm)`` right before they act, and list only ``runs_visible_to(user)``;
+``can(user, team, perm)`` right before they act (``TeamRoleBackend`` offers the same answer
+as Django's ``user.has_perm(perm, run_or_team)``), and list only ``runs_visible_to(user)``;
 a run of another team is answered with 404, so its existence does not leak.
 """
 
@@ -103,3 +104,25 @@ def runs_visible_to(user: Any) -> QuerySet[Run]:
 def actor_for(user: Any, *, channel: str = "user") -> str:
     """How a person appears in the audit trail: ``user:alice``, ``api:alice``."""
     return f"{channel}:{user.get_username()}"
+
+
+class TeamRoleBackend:
+    """Django's permission API over team roles: ``user.has_perm("runs.operate_run", run)``
+    is true when the person's role in the run's team grants it, read at that moment (an
+    object with a ``team_id``, or a team itself). It answers object permissions only:
+    without an object Django's ``ModelBackend`` answers as before, so a team role grants
+    nothing in Django's admin. It authenticates nobody."""
+
+    PERMISSIONS = frozenset().union(*ROLE_PERMISSIONS.values())
+
+    def authenticate(self, request: Any, **credentials: Any) -> None:
+        return None
+
+    def get_user(self, user_id: Any) -> None:
+        return None
+
+    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
+        if obj is None or perm not in self.PERMISSIONS:
+            return False
+        team_id = obj.pk if isinstance(obj, Team) else getattr(obj, "team_id", None)
+        return team_id is not None and can(user_obj, team_id, perm)
