@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from django.test import Client
 
+from runs.console import render_run_list
 from runs.models import Team
+from runs.run_page import render_run_live
 from tests.runs.console_support import htmx_headers, make_cast, make_user, start
 
 pytestmark = [pytest.mark.django_db]
@@ -84,25 +87,40 @@ def test_pages_carry_a_policy_without_inline_script(team: Team, other_team: Team
     cast = make_cast(team, other_team)
     run = start("t-steps", {"n": 1}, team=team, user=cast.owner)
     client = cast.client("owner")
-    pages = [
-        "/runs/",
-        f"/runs/{run.pk}/",
-        f"/runs/{run.pk}/confirm-cancel/",
-        "/runs/new/?workflow=t-steps",
-    ]
+    pages = {
+        "/runs/": 200,
+        f"/runs/{run.pk}/": 200,
+        f"/runs/{run.pk}/steps/": 200,
+        f"/runs/{run.pk}/confirm-cancel/": 200,
+        "/runs/new/?workflow=t-steps": 200,
+        "/dashboard/": 200,
+        "/approvals/": 200,
+        "/notifications/": 200,
+        "/notifications/preferences/": 200,
+        "/tokens/": 200,
+        f"/runs/{uuid.uuid4()}/": 404,
+    }
     anonymous = Client().get("/login/")
-    for response in [anonymous, *(client.get(p) for p in pages)]:
-        assert response.status_code == 200
+    for response, expected in [(anonymous, 200), *((client.get(p), s) for p, s in pages.items())]:
+        assert response.status_code == expected, response
         policy = response["Content-Security-Policy"]
         assert "script-src 'self'" in policy
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
         html = response.content.decode()
-        assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
-        assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
-        assert not re.search(r"\sstyle\s*=", html), "inline style"
+        assert_no_inline_code(html)
         # Scripts and styles are our own static files, never another origin's (no CDN).
         assets = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]*)"', html)
-        assert assets and all(a.startswith("/static/") for a in assets), assets
+        if expected == 200:
+            assert assets and all(a.startswith("/static/") for a in assets), assets
+    # What the sockets push is swapped into those pages: it must obey the same policy.
+    assert_no_inline_code(render_run_live(cast.owner, run.pk) or "")
+    assert_no_inline_code(render_run_list(cast.owner, ""))
+
+
+def assert_no_inline_code(html: str) -> None:
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+    assert not re.search(r"\sstyle\s*=", html), "inline style"
 
 
 def _settings_of(**env: str) -> subprocess.CompletedProcess[str]:
