@@ -145,18 +145,22 @@ def spend_today(teams: list[Team]) -> list[TeamSpend]:
     return [TeamSpend(t, spent.get(t.pk, Decimal(0)), t.daily_usd_limit) for t in teams]
 
 
+def attention_condition(now: datetime) -> Q:
+    """Unfinished runs a person should look at now: paused, waiting on a person, retrying,
+    stalled, or past 80 % of a budget."""
+    return Q(status__in=ACTIVE) & (
+        Q(status=RunStatus.PAUSED)
+        | Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.APPROVAL, WaitKind.RETRY])
+        | Run.stalled_condition(now)
+        | ~Q(budget_warned=[])
+    )
+
+
 def needs_attention(teams: list[Team], *, limit: int = 20) -> list[Run]:
-    """Runs a person should look at now: paused, waiting on a person, stalled, close to their
-    budget, or retrying."""
-    now = timezone.now()
+    """The latest ``limit`` runs of ``attention_condition``, most recently changed first."""
     return list(
-        Run.objects.filter(team__in=teams, status__in=ACTIVE)
-        .filter(
-            Q(status=RunStatus.PAUSED)
-            | Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.APPROVAL, WaitKind.RETRY])
-            | Run.stalled_condition(now)
-            | ~Q(budget_warned=[])
-        )
+        Run.objects.filter(team__in=teams)
+        .filter(attention_condition(timezone.now()))
         .select_related("team")
         .order_by("-updated_at")[:limit]
     )
@@ -221,6 +225,33 @@ def prometheus(teams: list[Team]) -> str:
         "gauge",
         "Runs created in the last 24 h that finished.",
         [({"team": slug[t], "status": s}, recent[(t, s)]) for t in slug for s in TERMINAL],
+    )
+    completion = []
+    for t in slug:
+        finished = sum(recent[(t, s)] for s in TERMINAL)
+        if finished:
+            completion.append(({"team": slug[t]}, round(recent[(t, "succeeded")] / finished, 4)))
+    metric(
+        "agentops_run_completion_ratio_24h",
+        "gauge",
+        "Of the runs created in the last 24 h that finished, the share that succeeded.",
+        completion,
+    )
+    attention = Counter(
+        dict(
+            Run.objects.filter(team__in=teams)
+            .filter(attention_condition(now))
+            .order_by()
+            .values_list("team_id")
+            .annotate(n=Count("id"))
+        )
+    )
+    metric(
+        "agentops_runs_needing_attention",
+        "gauge",
+        "Unfinished runs paused, waiting on a person, retrying, stalled or past 80 % of a "
+        "budget (the dashboard's list).",
+        [({"team": slug[t]}, attention[t]) for t in slug],
     )
     durations: list[tuple[dict[str, Any], Any]] = []
     retries: list[tuple[dict[str, Any], Any]] = []

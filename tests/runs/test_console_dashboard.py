@@ -246,6 +246,11 @@ def test_metrics_in_the_prometheus_format_with_team_labels(
     assert samples['agentops_runs_in_flight{team="other",status="waiting"}'] == "1"
     assert samples['agentops_runs_finished_24h{team="default",status="succeeded"}'] == "2"
     assert samples['agentops_runs_finished_24h{team="default",status="failed"}'] == "1"
+    assert samples['agentops_run_completion_ratio_24h{team="default"}'] == "0.6667"
+    assert 'agentops_run_completion_ratio_24h{team="other"}' not in samples  # none finished
+    # The other team's t-breaker run waits to retry: it needs attention; the queued one not.
+    assert samples['agentops_runs_needing_attention{team="other"}'] == "1"
+    assert samples['agentops_runs_needing_attention{team="default"}'] == "0"
     # Sorted: e, 12, 14. Median 12; p95: position 1.9, so 12 + 0.9 * (14 - 12) = 13.8.
     assert float(samples['agentops_run_duration_seconds{team="default",quantile="0.5"}']) == 12.0
     assert float(samples['agentops_run_duration_seconds{team="default",quantile="0.95"}']) == 13.8
