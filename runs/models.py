@@ -280,11 +280,12 @@ class Run(RunOperations, models.Model):
                 condition=Q(wall_warn_at__isnull=False, finished_at__isnull=True),
             ),
             models.Index(fields=["team", "status", "-created_at"], name="run_team_status"),
-            # The console's "over 80 % of budget" view, newest first: few runs, read by page.
+            # The console's "over 80 % of budget" view, newest first: few runs, read by page
+            # (unfinished ones only, as the view: finished ones would be read and dropped).
             models.Index(
                 fields=["-created_at", "-id"],
                 name="run_over_budget",
-                condition=~Q(budget_warned=[]),
+                condition=~Q(budget_warned=[]) & Q(finished_at__isnull=True),
             ),
         ]
 
