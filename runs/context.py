@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +128,7 @@ class Context(CheckpointWriter):
         self._live_steps = 0
         self._last_progress = 0.0
         self._progress_unwritten = False
+        self._rate_from: tuple[float, datetime] | None = None
         self._progress: dict[str, Any] = dict(run.progress or {})
         self.lease_seconds = float(settings.AGENTOPS_LEASE_SECONDS)
         self.slice_seconds = float(settings.AGENTOPS_SLICE_SECONDS)
@@ -223,6 +224,7 @@ class Context(CheckpointWriter):
         self._last_progress = time.monotonic()
         new = self._progress
         now = timezone.now()
+        self._count_active_progress(new, now)
         new["updated_at"] = now.isoformat()
         for key in ("stage", "message"):
             if isinstance(new.get(key), str):
@@ -242,6 +244,21 @@ class Context(CheckpointWriter):
 
         self._write(body)
         publish_run_changed(self.run_id, team_id=self.run.team_id)
+
+    def _count_active_progress(self, progress: dict[str, Any], now: datetime) -> None:
+        """Add to ``active_seconds`` and ``active_done`` the time and the progress since this
+        slice's previous write: the rate the console's ETA reads. Only what happens within
+        one slice counts, so the time a run spent waiting on a person or a timer, paused or
+        queued between slices never slows the estimate (the rate since the start did)."""
+        done = progress.get("done")
+        if not isinstance(done, int | float) or isinstance(done, bool):
+            return
+        last, self._rate_from = self._rate_from, (done, now)
+        if last is None or done < last[0]:
+            return
+        seconds = (now - last[1]).total_seconds()
+        progress["active_seconds"] = round(float(progress.get("active_seconds") or 0) + seconds, 3)
+        progress["active_done"] = (progress.get("active_done") or 0) + (done - last[0])
 
     # ------------------------------------------------------------------ steps
     def step(

@@ -71,7 +71,9 @@ def budget_fraction(run: Run, *, now: datetime | None = None) -> float | None:
 
 
 def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
-    """Done/total, stage, message, and an ETA from the rate since the run started."""
+    """Done/total, stage, message, and an ETA from the rate of progress while the run was
+    working (``active_seconds``, written by the engine), or, before there is one, from the
+    rate since it started."""
     now = now or timezone.now()
     p = run.progress or {}
     done, total = p.get("done"), p.get("total")
@@ -94,6 +96,14 @@ def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
             and updated > run.started_at
         ):
             rate = done / (updated - run.started_at).total_seconds()
+            active_s, active_done = p.get("active_seconds"), p.get("active_done")
+            if (
+                isinstance(active_s, int | float)
+                and isinstance(active_done, int | float)
+                and active_s > 0
+                and active_done > 0
+            ):
+                rate = active_done / active_s
             out["eta"] = updated + timedelta(seconds=(total - done) / rate)
     return out
 

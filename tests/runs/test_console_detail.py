@@ -346,6 +346,20 @@ def test_the_page_shows_progress_eta_budget_steps_and_events(cast: Cast, drive: 
     assert "worker:" in html  # events show their actor
 
 
+def test_the_eta_follows_the_rate_while_working_not_since_the_start(cast: Cast, drive: Any) -> None:
+    # A run that did 2 of 3 in a slice: the engine counts that stretch's time and progress.
+    run = drive(start("t-steps", {"n": 3}, team=cast.team, user=cast.owner).pk)
+    assert run.progress["active_done"] == 2 and run.progress["active_seconds"] >= 0
+    # 5 of 20 done in 10 s of work, though it started 50 s ago (it waited for a person
+    # meanwhile): 15 more at 0.5 a second is 30 s, not the 150 s the start's rate gives.
+    now = timezone.now()
+    progress = {"done": 5, "total": 20, "updated_at": now.isoformat()}
+    run = Run(status=RunStatus.RUNNING, started_at=now - timedelta(seconds=50), progress=progress)
+    assert run_page.progress_view(run)["eta"] == now + timedelta(seconds=150)
+    run.progress = {**progress, "active_seconds": 10.0, "active_done": 5}
+    assert run_page.progress_view(run)["eta"] == now + timedelta(seconds=30)
+
+
 def test_the_live_partial_polls_only_when_asked(cast: Cast, waiting: Run) -> None:
     client = cast.client("owner")
     plain = client.get(f"/runs/{waiting.pk}/", headers=htmx_headers("run-live")).content.decode()
