@@ -48,6 +48,53 @@
   });
   document.addEventListener("htmx:afterSettle", pollWhereDown);
   document.addEventListener("htmx:oobAfterSwap", pollWhereDown);
+
+  // A push lost on the way (the channel layer is best effort, as the doorbell is) would
+  // leave a live part showing an old state until the next change, which for a finished run
+  // never comes. So a live part that has heard nothing for a while (a minute, or the body's
+  // data-quiet-refresh-ms) while its socket is up fetches itself once, as it is now.
+  var heard = {};
+  function hear(el) {
+    if (el && el.id) {
+      heard[el.id] = Date.now();
+    }
+  }
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    hear(evt.detail.target);
+  });
+  document.addEventListener("htmx:afterSettle", function (evt) {
+    hear(evt.detail.target);
+  });
+  function withoutPoll(url) {
+    var u = new URL(url, window.location.href);
+    u.searchParams.delete("poll");
+    return u.pathname + u.search;
+  }
+  function refreshQuiet() {
+    if (document.hidden || !window.htmx) {
+      return;
+    }
+    var quiet = Number(document.body.getAttribute("data-quiet-refresh-ms")) || 60000;
+    var now = Date.now();
+    var parts = document.querySelectorAll("[data-poll-url]");
+    Array.prototype.forEach.call(parts, function (el) {
+      if (!el.id || el.hasAttribute("hx-trigger") || el.closest("[data-socket-down]")) {
+        return; // polling already, or nothing to name it by
+      }
+      if (!(el.id in heard)) {
+        heard[el.id] = now; // first seen now: the page was just rendered
+        return;
+      }
+      if (now - heard[el.id] >= quiet) {
+        heard[el.id] = now;
+        window.htmx.ajax("GET", withoutPoll(el.getAttribute("data-poll-url")), {
+          target: "#" + CSS.escape(el.id),
+          swap: "outerHTML",
+        });
+      }
+    });
+  }
+  window.setInterval(refreshQuiet, 1000);
   if (!("WebSocket" in window)) {
     document.addEventListener("DOMContentLoaded", function () {
       startPolling(document);

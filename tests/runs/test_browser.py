@@ -437,6 +437,44 @@ def test_another_team_sees_none_of_it(new_page: Any, server: str) -> None:
     assert response is not None and response.status == 404
 
 
+def test_a_page_whose_pushes_are_lost_fetches_itself_when_quiet(new_page: Any, server: str) -> None:
+    """The socket stays open but its pushes after the first are lost on the way (as a
+    best-effort channel layer may lose them): the page, hearing nothing for a while, fetches
+    its live part once and shows the teammate's pause anyway, without starting to poll."""
+    from playwright.sync_api import expect
+
+    olive = new_page()
+    sign_in(olive, server, "olive")
+    run_url = start_steps_run(olive, server, n=300, work_ms=200)
+    forwarded: list[str] = []
+
+    def lossy(ws: Any) -> None:
+        server_side = ws.connect_to_server()
+
+        def first_only(message: str | bytes) -> None:
+            if not forwarded:
+                forwarded.append(str(message))
+                ws.send(message)
+
+        server_side.on_message(first_only)
+
+    olive.route_web_socket(RUN_SOCKET, lossy)
+    olive.goto(run_url)
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("running"), timeout=LIVE_TIMEOUT_MS)
+    olive.evaluate("document.body.setAttribute('data-quiet-refresh-ms', '1500')")
+    wire = watch_wire(olive)
+
+    otto = new_page()
+    sign_in(otto, server, "otto")
+    otto.goto(run_url)
+    otto.locator(RUN_LIVE).get_by_role("button", name="Pause").click()
+    expect(otto.locator(STATUS_BADGE)).to_have_text(status("paused"), timeout=LIVE_TIMEOUT_MS)
+
+    expect(olive.locator(STATUS_BADGE)).to_have_text(status("paused"), timeout=LIVE_TIMEOUT_MS)
+    assert len(forwarded) == 1, "pushes after the first were meant to be lost"
+    assert wire.polls == [], "the page started polling instead"
+
+
 def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
     new_page: Any, server: str
 ) -> None:
