@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 
 from approvals.inbox import render_inbox_list
 from approvals.live import inbox_group
-from runs.consumers import LiveConsumer
+from runs.consumers import LiveConsumer, active_user
 from runs.permissions import DECIDE, teams_for
 
 #: The list re-renders at most this often (four times a second), however much changes.
@@ -26,6 +26,14 @@ INTERVAL = 0.25
 
 def _deciding_team_ids(user: Any) -> set[int]:
     return set(teams_for(user, DECIDE).values_list("pk", flat=True))
+
+
+def _inbox_for(user_id: int, query: str) -> tuple[set[int], str | None]:
+    """The person's deciding teams and their inbox list, both from the person read afresh
+    (deactivated since the socket opened: no teams, no list)."""
+    user = active_user(user_id)
+    teams = _deciding_team_ids(user) if user is not None else set()
+    return teams, (render_inbox_list(user, query) if teams else None)
 
 
 class InboxConsumer(LiveConsumer):
@@ -43,27 +51,20 @@ class InboxConsumer(LiveConsumer):
         if not team_ids:
             await self.close()
             return
+        self.user_id: int = user.pk
         self.query = self.scope.get("query_string", b"").decode("latin-1")
-        await self._follow(team_ids)
+        await self.follow({inbox_group(t) for t in team_ids})
         await self.accept()
         await self.push()
-
-    async def _follow(self, team_ids: set[int]) -> None:
-        """Join the groups of ``team_ids`` and leave the others."""
-        wanted = {inbox_group(t) for t in team_ids}
-        await self.join(*sorted(wanted))
-        await self.leave(*(g for g in list(self.groups_joined) if g not in wanted))
 
     async def approvals_changed(self, event: dict[str, Any]) -> None:
         self.schedule_push()
 
     async def push(self) -> None:
         self._last = asyncio.get_running_loop().time()
-        user = self.scope.get("user")
-        team_ids = await database_sync_to_async(_deciding_team_ids)(user)
-        if not team_ids:
+        team_ids, html = await database_sync_to_async(_inbox_for)(self.user_id, self.query)
+        if html is None:
             await self.close()
             return
-        await self._follow(team_ids)
-        html = await database_sync_to_async(render_inbox_list)(user, self.query)
+        await self.follow({inbox_group(t) for t in team_ids})
         await self.send(text_data=html)

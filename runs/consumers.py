@@ -61,6 +61,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def reset_live(self) -> None:
         self.groups_joined = []
+        self.followed: set[str] = set()
         self._due: asyncio.Task[None] | None = None
         self._pushing: asyncio.Task[None] | None = None
         self._again = False
@@ -75,12 +76,23 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.listen()
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
-        await super().accept(subprotocol, headers)
         # Signing out of the session closes the socket (``runs.live.end_session_sockets``).
+        # Joined first: a sign-out while the socket opens is heard once it is open.
         session = self.scope.get("session")
-        key = getattr(session, "session_key", None)
-        if key:
-            await self.join(live.session_group(key))
+        if group := await database_sync_to_async(live.session_group_of)(session):
+            await self.join(group)
+        await super().accept(subprotocol, headers)
+        self._rejoining = asyncio.get_running_loop().create_task(self._rejoin_every())
+
+    #: The channel layer forgets a group's member after a day (channels_redis's
+    #: ``group_expiry``); a socket open longer joins its groups again well before.
+    REJOIN_EVERY = 3600.0
+
+    async def _rejoin_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.REJOIN_EVERY)
+            for group in list(self.groups_joined):
+                await self.channel_layer.group_add(group, self.channel_name)
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         await self.close(code=SIGNED_OUT)
@@ -91,6 +103,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
             live.publisher.listening(asyncio.get_running_loop())
             self._listening = True
 
+    async def follow(self, wanted: set[str]) -> None:
+        """Listen to exactly the groups ``wanted`` of those that follow what the person may
+        see (their teams' groups): joined now, or left once no longer wanted. The other
+        groups the socket joined (its session's) stay."""
+        await self.join(*sorted(wanted - self.followed))
+        await self.leave(*sorted(self.followed - wanted))
+        self.followed = set(wanted)
+
     async def leave(self, *groups: str) -> None:
         for group in groups:
             if group in self.groups_joined:
@@ -99,7 +119,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self._again = False
-        for task in (getattr(self, "_due", None), getattr(self, "_pushing", None)):
+        for task in (
+            getattr(self, "_due", None),
+            getattr(self, "_pushing", None),
+            getattr(self, "_rejoining", None),
+        ):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         await self.leave(*getattr(self, "groups_joined", []))
@@ -399,6 +423,14 @@ def _team_of(run_id: Any) -> int | None:
     return Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
 
 
+def active_user(user_id: int) -> Any:
+    """The person, read afresh (None once deactivated or deleted): a socket's user was read
+    when it opened, and may since have lost what it was allowed then."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.filter(pk=user_id, is_active=True).first()
+
+
 def _list_audience(user_id: int) -> tuple[Any, Any, list[TeamRole]] | None:
     """What the runs list shows a person depends on: whether they are a superuser and their
     teams with their roles (None when they may see no team's runs, or are no longer active).
@@ -407,9 +439,7 @@ def _list_audience(user_id: int) -> tuple[Any, Any, list[TeamRole]] | None:
     the same filters, so they share its render, which is made from these very roles (read
     once: a membership changing meanwhile cannot slip into the share). Returns the key of
     the share, the person and their roles."""
-    from django.contrib.auth import get_user_model
-
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    user = active_user(user_id)
     if user is None:
         return None
     roles = team_roles(user)
@@ -511,7 +541,6 @@ class RunListConsumer(LiveConsumer):
             await self.close()
             return
         self.user_id: int = user.pk
-        self.team_groups: set[str] = set()
         audience = await database_sync_to_async(_list_audience)(user.pk)
         if audience is None:
             await self.close()
@@ -525,10 +554,7 @@ class RunListConsumer(LiveConsumer):
     async def _follow(self, roles: list[TeamRole]) -> None:
         """Listen to the teams the person may see now: one they joined since is heard, one
         they left is not."""
-        wanted = {live.team_group(t.id) for t in roles if t.holds(VIEW)}
-        await self.join(*sorted(wanted - self.team_groups))
-        await self.leave(*sorted(self.team_groups - wanted))
-        self.team_groups = wanted
+        await self.follow({live.team_group(t.id) for t in roles if t.holds(VIEW)})
 
     async def run_changed(self, event: dict[str, Any]) -> None:
         # The push must show this change: a render started after its first arrival here does.

@@ -45,22 +45,36 @@ def team_group(team_id: Any) -> str:
     return f"runs-team-{team_id}"
 
 
-def session_group(session_key: str) -> str:
-    """The group of every console socket opened with one sign-in session. Named by a digest:
-    the key is a credential, and group names are stored in the channel layer (Redis)."""
-    return f"session-{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
-
-
+#: The sign-in's own id in its session's data: unlike the session key it survives
+#: ``cycle_key`` (a password change keeps the person signed in under a new key).
+SIGN_IN_ID = "_agentops_sign_in"
 SESSION_ENDED = "session.ended"
 
 
-def end_session_sockets(sender: Any, request: Any = None, **kwargs: Any) -> None:
-    """``user_logged_out``: close the sockets opened with the session being signed out of,
-    in every process (a page left open would otherwise go on receiving pushes)."""
+def session_group_of(session: Any) -> str | None:
+    """The group of every console socket opened with one sign-in. Named by a digest: the
+    id is a credential's kin, and group names are stored in the channel layer (Redis). A
+    session signed in before sign-ins had ids goes by its key."""
+    if session is None:
+        return None
+    ident = session.get(SIGN_IN_ID) or getattr(session, "session_key", None)
+    if not ident:
+        return None
+    return f"session-{hashlib.sha256(str(ident).encode()).hexdigest()[:40]}"
+
+
+def name_sign_in(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``user_logged_in``: give the sign-in its id (see ``SIGN_IN_ID``)."""
     session = getattr(request, "session", None)
-    key = getattr(session, "session_key", None)
-    if key:
-        publish_group(session_group(key), {"type": SESSION_ENDED})
+    if session is not None:
+        session[SIGN_IN_ID] = uuid.uuid4().hex
+
+
+def end_session_sockets(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """``user_logged_out``: close the sockets opened with the sign-in being ended, in every
+    process (a page left open would otherwise go on receiving pushes)."""
+    if group := session_group_of(getattr(request, "session", None)):
+        publish_group(group, {"type": SESSION_ENDED})
 
 
 def _in_memory_layer() -> bool:

@@ -66,25 +66,38 @@ async def pause(run: Run) -> None:
 
 def test_signing_out_closes_the_sockets_of_that_session_only(team: Team, other_team: Team) -> None:
     cast = make_cast(team, other_team)
+    lead = make_user("ada", team, Membership.Role.ADMIN)  # may decide: has an inbox
     run = start("t-wait", team=team, user=cast.owner)
-    leaving, leaving_cookie = signed_in(cast.owner)
-    _, staying_cookie = signed_in(cast.owner)  # the same person in another browser
+    leaving, leaving_cookie = signed_in(lead)
+    _, staying_cookie = signed_in(lead)  # the same person in another browser
 
     async def test() -> None:
         page = await open_socket(f"/ws/runs/{run.pk}/", leaving_cookie)
         listing = await open_socket("/ws/runs/", leaving_cookie)
         bell = await open_socket("/ws/notifications/", leaving_cookie)
+        inbox = await open_socket("/ws/approvals/", leaving_cookie)
         other_browser = await open_socket(f"/ws/runs/{run.pk}/", staying_cookie)
+        # Pushes meanwhile (the inbox follows its teams' groups on each) change nothing.
+        await pause(run)
+        await receive_until(page, lambda html: "badge-paused" in html)
 
+        # A password change gives the session a new key; the sign-in is the same.
+        def cycle() -> None:
+            session = leaving.session
+            session.cycle_key()
+            leaving.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+
+        await database_sync_to_async(cycle)()
         response = await database_sync_to_async(leaving.post)("/logout/")
         assert response.status_code == 302
 
-        for socket in (page, listing, bell):
+        for socket in (page, listing, bell, inbox):
             assert await closed_with(socket) == SIGNED_OUT
         # The other browser's session is still signed in: it stays open and hears changes.
-        assert await other_browser.receive_nothing(timeout=0.3)
-        await pause(run)
         await receive_until(other_browser, lambda html: "badge-paused" in html)
+        current = await database_sync_to_async(Run.objects.get)(pk=run.pk)
+        await database_sync_to_async(current.resume)(actor="test")
+        await receive_until(other_browser, lambda html: "badge-paused" not in html)
         await other_browser.disconnect()
 
     run_async(test)
