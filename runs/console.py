@@ -103,7 +103,7 @@ def id_prefix(text: str) -> str | None:
     if not _HEX_ID.match(text):
         return None
     digits = text.replace("-", "").lower()
-    if len(digits) > 32:
+    if not 4 <= len(digits) <= 32:  # "----" is no prefix (it matched every run)
         return None
     parts, start = [], 0
     for size in (8, 4, 4, 4, 12):
@@ -373,6 +373,7 @@ class ListedRun:
     budget_usage = Run.budget_usage  # the same figures as the run's page
     is_stalled = Run.is_stalled
     STALLED_AFTER = Run.STALLED_AFTER
+    LEASE_LAPSED_AFTER = Run.LEASE_LAPSED_AFTER
 
     @property
     def pk(self) -> uuid.UUID:

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -150,6 +150,13 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
             **fields,
         )
     else:
+        # A run resumed before it ever started (paused while queued) starts here.
+        if (first_warn_at := wall_warning_at(now, row["limit_wall_seconds"])) is not None:
+            fields["wall_warn_at"] = Case(
+                When(started_at__isnull=True, then=Value(first_warn_at)),
+                default=F("wall_warn_at"),
+                output_field=DateTimeField(),
+            )
         with transaction.atomic():
             taken = bool(
                 Run.objects.filter(pk=run_id, status=RunStatus.RUNNING)
@@ -272,7 +279,7 @@ def _body(ctx: Context, wf: Any, data: Any) -> Any:
     this worker still holds the lease, the progress it reported last is written first."""
     try:
         result = wf.fn(ctx, data)
-    except (LeaseLost, NonDeterminismError, *DATABASE_ERRORS):
+    except (LeaseLost, LedgerUnavailable, NonDeterminismError, *DATABASE_ERRORS):
         raise  # the lease is gone, or the database refuses: nothing more is written
     except BaseException:
         _flush_progress(ctx)
@@ -282,9 +289,11 @@ def _body(ctx: Context, wf: Any, data: Any) -> Any:
 
 
 def _flush_progress(ctx: Context) -> None:
+    # Progress is a display: a failed write must not take the place of how the workflow
+    # stopped (a wait, a pause, a worker's shutdown), which matters more.
     try:
         ctx.flush_progress()
-    except DATABASE_ERRORS:  # progress is a display: the run's own outcome matters more
+    except (LeaseLost, LedgerUnavailable, *DATABASE_ERRORS):
         log.warning("run %s: last progress not written", ctx.run_id, exc_info=True)
 
 

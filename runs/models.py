@@ -379,17 +379,21 @@ class Run(RunOperations, models.Model):
     #: A running run without an idle timeout of its own looks stalled after this long with
     #: no step finished.
     STALLED_AFTER = timedelta(minutes=10)
+    #: A lapsed lease is recovered by the next leases sweep (seconds); one still lapsed
+    #: after this long means the run has nobody to drive it.
+    LEASE_LAPSED_AFTER = timedelta(minutes=1)
 
     @classmethod
     def stalled_condition(cls, now: datetime) -> Q:
         """Running, and no step finished within its own idle timeout (or, without one, within
-        ``STALLED_AFTER``), or its worker's lease lapsed (the worker is gone). A long step
+        ``STALLED_AFTER``), or its worker's lease lapsed a minute ago and nobody recovered it
+        (a worker lost and recovered at once is not worth anyone's attention). A long step
         of a run with a longer idle timeout is not stalled; ``is_stalled`` is the same test
         of a loaded run."""
         return Q(status=RunStatus.RUNNING) & (
             Q(idle_deadline_at__lt=now)
             | Q(idle_deadline_at__isnull=True, last_activity_at__lt=now - cls.STALLED_AFTER)
-            | Q(lease_expires_at__lt=now)
+            | Q(lease_expires_at__lt=now - cls.LEASE_LAPSED_AFTER)
         )
 
     def is_stalled(self, *, now: datetime) -> bool:
@@ -400,8 +404,8 @@ class Run(RunOperations, models.Model):
         else:
             quiet = self.last_activity_at
             idle = quiet is not None and quiet < now - self.STALLED_AFTER
-        lapsed = self.lease_expires_at is not None and self.lease_expires_at < now
-        return idle or lapsed
+        lease = self.lease_expires_at
+        return idle or (lease is not None and lease < now - self.LEASE_LAPSED_AFTER)
 
     # --- budget figures (for the console and the checks) -----------------------------------
     def budget_usage(self, *, now: datetime | None = None) -> dict[str, dict[str, Any]]:

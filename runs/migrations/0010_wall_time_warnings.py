@@ -1,19 +1,32 @@
-"""When a run's wall time passes 80 % of its limit, for the sweep that warns of it, with a
-partial index of the runs still to be warned, and an index of failed attempts by start time
-(the dashboard's window); and the over-80% view's index narrowed to unfinished runs, as the
-view. Built concurrently on PostgreSQL, as 0009's."""
+"""When a run's wall time passes 80 % of its limit, for the sweep that warns of it
+(``runs.sweeps.warn_wall_time``), filled in for the unfinished runs that have a wall-time
+limit and have not been warned of it yet. Its index is built in 0011, concurrently."""
 
-from importlib import import_module
+from datetime import timedelta
 
 from django.db import migrations, models
 
-AddIndexConcurrentlyOnPostgreSQL = import_module(
-    "runs.migrations.0009_over_budget_index"
-).AddIndexConcurrentlyOnPostgreSQL
+WARN_AT = 0.8  # runs.budget.WARN_AT, as it was when this was written
+ACTIVE = ["queued", "running", "waiting", "paused"]
+
+
+def fill(apps, schema_editor):
+    Run = apps.get_model("runs", "Run")
+    pending = Run.objects.filter(
+        status__in=ACTIVE,
+        finished_at__isnull=True,
+        started_at__isnull=False,
+        limit_wall_seconds__isnull=False,
+        wall_warn_at__isnull=True,
+    ).values_list("pk", "started_at", "limit_wall_seconds", "budget_warned")
+    for pk, started_at, limit, warned in pending.iterator(chunk_size=1000):
+        if "wall_seconds" not in (warned or []):
+            Run.objects.filter(pk=pk, finished_at__isnull=True).update(
+                wall_warn_at=started_at + timedelta(seconds=limit * WARN_AT)
+            )
 
 
 class Migration(migrations.Migration):
-    atomic = False
     dependencies = [("runs", "0009_over_budget_index")]
 
     operations = [
@@ -22,28 +35,5 @@ class Migration(migrations.Migration):
             name="wall_warn_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
-        AddIndexConcurrentlyOnPostgreSQL(
-            model_name="run",
-            index=models.Index(
-                condition=models.Q(("finished_at__isnull", True), ("wall_warn_at__isnull", False)),
-                fields=["wall_warn_at"],
-                name="run_wall_warnings",
-            ),
-        ),
-        # The over-80% view shows unfinished runs only: its index holds only those.
-        migrations.RemoveIndex(model_name="run", name="run_over_budget"),
-        AddIndexConcurrentlyOnPostgreSQL(
-            model_name="run",
-            index=models.Index(
-                condition=models.Q(
-                    models.Q(("budget_warned", []), _negated=True), ("finished_at__isnull", True)
-                ),
-                fields=["-created_at", "-id"],
-                name="run_over_budget",
-            ),
-        ),
-        AddIndexConcurrentlyOnPostgreSQL(
-            model_name="stepattempt",
-            index=models.Index(fields=["started_at"], name="attempt_started"),
-        ),
+        migrations.RunPython(fill, migrations.RunPython.noop, elidable=True),
     ]

@@ -232,3 +232,28 @@ def test_a_run_that_stops_shows_the_progress_it_reported_last(team, drive):
     assert run.status == RunStatus.PAUSED
     assert (run.progress["done"], run.progress["total"]) == (run.spent_actions, 50)
     assert run.spent_actions >= 7
+
+
+def test_a_run_paused_before_it_started_is_warned_of_its_wall_time_too(team, drive):
+    run = Run.start("t-wait", {}, actor="t", budget={"wall_seconds": 100})[0]
+    run.pause(actor="t")
+    run.refresh_from_db()
+    assert run.status == RunStatus.PAUSED and run.started_at is None
+    run.resume(actor="t")
+    run = drive(run.pk)
+    assert run.started_at is not None
+    assert run.wall_warn_at == run.started_at + timedelta(seconds=80)
+
+
+def test_a_failed_progress_write_never_takes_the_place_of_how_the_run_stopped(
+    team, drive, monkeypatch
+):
+    from runs.context import Context
+    from runs.exceptions import LedgerUnavailable
+
+    def refused(self):
+        raise LedgerUnavailable()
+
+    monkeypatch.setattr(Context, "flush_progress", refused)
+    run = drive(Run.start("t-wait", {}, actor="t")[0].pk)
+    assert run.status == RunStatus.WAITING  # the wait, not a database error

@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from runs.console import render_run_list
-from runs.models import Team
+from runs.models import Membership, Team
 from runs.run_page import render_run_live
 from tests.runs.console_support import htmx_headers, make_cast, make_user, start
 
@@ -113,8 +113,19 @@ def test_pages_carry_a_policy_without_inline_script(team: Team, other_team: Team
         if expected == 200:
             assert assets and all(a.startswith("/static/") for a in assets), assets
     # What the sockets push is swapped into those pages: it must obey the same policy.
-    assert_no_inline_code(render_run_live(cast.owner, run.pk) or "")
-    assert_no_inline_code(render_run_list(cast.owner, ""))
+    from approvals.inbox import render_inbox_list
+    from notifications.bell import render_bell
+
+    lead = make_user("ada", team, Membership.Role.ADMIN)  # has an inbox
+    pushed = [
+        render_run_live(cast.owner, run.pk),
+        render_run_list(cast.owner, ""),
+        render_bell(cast.owner),
+        render_inbox_list(lead, ""),
+    ]
+    for html in pushed:
+        assert html and 'hx-swap-oob="true"' in html, html
+        assert_no_inline_code(html)
 
 
 def assert_no_inline_code(html: str) -> None:

@@ -115,8 +115,15 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
         idle_deadline_at=now + timedelta(minutes=30),
         last_activity_at=now - Run.STALLED_AFTER - timedelta(minutes=1),
     )
-    # ... but a run whose worker stopped renewing its lease is.
+    # ... but a run whose worker stopped renewing its lease and was not recovered is (one
+    # lapsed a moment ago is the leases sweep's, in seconds).
     orphaned = _set(
+        start("t-steps", team=t),
+        status=RunStatus.RUNNING,
+        last_activity_at=now,
+        lease_expires_at=now - Run.LEASE_LAPSED_AFTER - timedelta(seconds=1),
+    )
+    just_lapsed = _set(
         start("t-steps", team=t),
         status=RunStatus.RUNNING,
         last_activity_at=now,
@@ -140,7 +147,9 @@ def test_status_filters_including_derived_views(cast: Cast) -> None:
     assert set(listed(client, status="waiting-person")) == ids(person)
     assert set(listed(client, status="waiting-timer-event")) == ids(timer, event)
     assert set(listed(client, status="stalled")) == ids(idle, quiet, orphaned)
-    assert set(listed(client, status="running")) == ids(idle, quiet, busy, patient, orphaned)
+    assert set(listed(client, status="running")) == ids(
+        idle, quiet, busy, patient, orphaned, just_lapsed
+    )
     # The badge says the same as the filter.
     stalled_badges = client.get("/runs/", {"status": "running"}).content.decode().count(">stalled<")
     assert stalled_badges == 3
@@ -194,6 +203,7 @@ def test_search_by_id_prefix_or_input_text(cast: Cast) -> None:
     assert listed(client, q=b.pk.hex[:12]) == [str(b.pk)]
     assert listed(client, q=str(b.pk).upper()) == [str(b.pk)]
     assert listed(client, q="nothing-like-this") == []
+    assert listed(client, q="----") == [] and console.id_range("a---") is None
 
 
 @pytest.mark.pg

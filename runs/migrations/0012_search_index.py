@@ -26,8 +26,19 @@ def forward(apps, schema_editor):
         try:
             cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         except DatabaseError as exc:
-            log.warning("pg_trgm not available (%s): the runs search scans instead", exc)
+            # Said where the person migrating reads it, not only in the log.
+            note = f"pg_trgm not available ({exc}): the runs search scans instead of an index"
+            print(f"\n  {note}")
+            log.warning(note)
             return
+        # A build interrupted before left an invalid index that IF NOT EXISTS would keep.
+        cursor.execute(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'run_input_trgm'"
+        )
+        row = cursor.fetchone()
+        if row and row[0]:
+            cursor.execute("DROP INDEX CONCURRENTLY run_input_trgm")
         cursor.execute(INDEX)
 
 
@@ -39,5 +50,5 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     atomic = False
-    dependencies = [("runs", "0010_wall_time_warnings")]
+    dependencies = [("runs", "0011_console_indexes")]
     operations = [migrations.RunPython(forward, backward, elidable=False)]
