@@ -207,7 +207,7 @@ def filter_runs(
 
 def search_condition(text: str) -> Q:
     """Runs whose input contains ``text`` (any case), or whose id starts with it. On
-    PostgreSQL each half reads an index: the input's trigrams (migration 0011) and the
+    PostgreSQL each half reads an index: the input's trigrams (migration 0012) and the
     primary key's range."""
     match = Q(input__icontains=text)
     if bounds := id_range(text):
