@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,7 @@ FULL: dict[str, Any] = {
     "viewer_ticks": 60,
     "viewer_interval": 1.0,
     "crowd_processes": 2,  # the crowd's clients (1,000 pages are many machines, not one)
+    "wrk_seconds": 10,  # each page's measured load from wrk
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -235,6 +237,25 @@ def measure_pages(ports: list[int], cookies: dict[str, list[str]], cfg: dict[str
     return out
 
 
+def measure_pages_wrk(
+    ports: list[int], cookies: dict[str, list[str]], cfg: dict[str, Any], workdir: Path
+) -> dict:
+    """The same pages and clients, the load from wrk (``wrk_load``)."""
+    from bench.console_clients import wrk_load
+
+    out = {}
+    for label, who, path, _marker in PAGES:
+        wrk_load(ports, path, cookies[who], seconds=2, workdir=workdir)  # warm-up
+        fig = wrk_load(ports, path, cookies[who], seconds=cfg["wrk_seconds"], workdir=workdir)
+        out[label] = fig
+        errors = f" ERRORS {fig['errors']}" if fig["errors"] else ""
+        _log(
+            f"[wrk x{len(ports)}] {label}: p50 {fig['p50']:.1f} ms, p95 {fig['p95']:.1f} ms, "
+            f"{fig['throughput']:.0f} req/s{errors}"
+        )
+    return out
+
+
 def measure_alone(port: int, cookies: dict[str, list[str]], cfg: dict[str, Any]) -> dict:
     """Each page from one client at a time: the service time, without a queue."""
     from bench.console_clients import http_load
@@ -317,6 +338,19 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
                 f"  {label:40}{procs_n:>8}{_ms(fig['p50']):>11}{_ms(fig['p95']):>11}"
                 f"{_ms(fig['max']):>11}{fig['throughput']:>8.0f}"
             )
+    pages_wrk = results.get("pages_wrk", {})
+    if pages_wrk:
+        add("")
+        add(
+            f"  The same, the load from wrk (C; {cfg['clients']} connections, one request in "
+            f"flight each, {cfg['wrk_seconds']} s a page; p95 the worst of one wrk per daphne)"
+        )
+        for procs_n, pages in pages_wrk.items():
+            for label, fig in pages.items():
+                add(
+                    f"  {label:40}{procs_n:>8}{_ms(fig['p50']):>11}{_ms(fig['p95']):>11}"
+                    f"{_ms(fig['max']):>11}{fig['throughput']:>8.0f}"
+                )
     alone = results.get("alone", {})
     if alone:
         add("")
@@ -367,6 +401,15 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
     add("")
     add("Targets")
     rows: list[tuple[str, str, bool | None]] = []
+    for procs_n, p in results.get("pages_wrk", {}).items():
+        lp = max(p[label]["p95"] for label in LIST_PAGES)
+        rows.append(
+            (
+                f"list p95 (wrk), worst of the {len(LIST_PAGES)} pages ({procs_n} daphne)",
+                _ms(lp),
+                lp < TARGETS["list_p95_ms"],
+            )
+        )
     for procs_n, p in results.get("pages", {}).items():
         lp = max(p[label]["p95"] for label in LIST_PAGES)
         rows.append(
@@ -540,6 +583,13 @@ def main(argv: list[str]) -> int:
             for n in cfg["web_procs"]:
                 ports = [port for _, port in webs[:n]]
                 results["pages"][n] = measure_pages(ports, cookies, cfg)
+            if shutil.which("wrk"):
+                results["pages_wrk"] = {}
+                for n in cfg["web_procs"]:
+                    ports = [port for _, port in webs[:n]]
+                    results["pages_wrk"][n] = measure_pages_wrk(ports, cookies, cfg, workdir)
+            else:
+                _log("wrk is not installed (apt-get install wrk): its figures are left out")
         worker = start_worker("agentops", "runs,sweeps", env, workdir / "worker.log", concurrency=4)
         port = webs[0][1]
         if "step" not in skip:

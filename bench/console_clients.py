@@ -31,6 +31,7 @@ import re
 import select
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -321,3 +322,66 @@ def _viewers(params: dict[str, Any]) -> dict[str, Any]:
 def viewers_main(params: dict[str, Any], out: Path) -> None:
     result = _viewers(params)
     out.write_text(json.dumps(result))
+
+
+#: wrk's script: each of its threads (one connection each) signs in with a cookie of its
+#: own, and the figures come back as one JSON line (latencies in ms).
+WRK_SCRIPT = """
+local count = 0
+function setup(thread)
+  count = count + 1
+  thread:set("index", count)
+end
+function init(args)
+  local cookies = {}
+  for c in string.gmatch(os.getenv("WRK_COOKIES"), "[^|]+") do table.insert(cookies, c) end
+  wrk.headers["Cookie"] = cookies[index]
+  wrk.headers["Host"] = "127.0.0.1"
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"p50": %f, "p95": %f, "max": %f, "requests": %d, "seconds": %f, "errors": %d}\\n',
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency.max / 1000,
+    summary.requests, summary.duration / 1e6,
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def wrk_load(
+    ports: list[int], path: str, cookies: list[str], *, seconds: float, workdir: Path
+) -> dict[str, Any]:
+    """The same closed loop as ``http_load`` (``len(cookies)`` connections, one request in
+    flight each) from wrk, a load generator in C: its clients cost the shared cores little
+    and time each answer as it arrives, where 20 Python threads queue for one interpreter
+    before they can. Connections are split over ``ports`` by one wrk per port; the p95
+    returned is the worst of theirs (the combined one is no higher)."""
+    script = workdir / "wrk.lua"
+    script.write_text(WRK_SCRIPT)
+    share = [cookies[i :: len(ports)] for i in range(len(ports))]
+    procs = []
+    for port, mine in zip(ports, share, strict=True):
+        n = str(len(mine))
+        command = ["wrk", "-t", n, "-c", n, "-d", f"{seconds:g}s", "--timeout", "30s"]
+        command += ["-s", str(script), f"http://127.0.0.1:{port}{path}"]
+        env = {**os.environ, "WRK_COOKIES": "|".join(mine)}
+        procs.append(
+            subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            )
+        )
+    figures = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 60)
+        line = next((ln for ln in out.splitlines() if ln.startswith("WRK ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk gave no figures: {out[-500:]}")
+        figures.append(json.loads(line[4:]))
+    return {
+        "p50": max(f["p50"] for f in figures),
+        "p95": max(f["p95"] for f in figures),
+        "max": max(f["max"] for f in figures),
+        "throughput": sum(f["requests"] / f["seconds"] for f in figures),
+        "errors": sum(f["errors"] for f in figures),
+    }
