@@ -85,12 +85,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._rejoining = asyncio.get_running_loop().create_task(self._rejoin_every())
 
     #: The channel layer forgets a group's member after a day (channels_redis's
-    #: ``group_expiry``); a socket open longer joins its groups again well before.
+    #: ``group_expiry``); a socket open longer joins its groups again well before, and checks
+    #: that its session has not expired meanwhile (a sign-out closes it at once).
     REJOIN_EVERY = 3600.0
 
     async def _rejoin_every(self) -> None:
         while True:
             await asyncio.sleep(self.REJOIN_EVERY)
+            if not await database_sync_to_async(_still_signed_in)(self.scope):
+                await self.close(code=SIGNED_OUT)
+                return
             for group in list(self.groups_joined):
                 await self.channel_layer.group_add(group, self.channel_name)
 
@@ -421,6 +425,22 @@ async def rights(user: Any, team_id: int, since: float) -> tuple[bool, bool]:
 
 def _team_of(run_id: Any) -> int | None:
     return Run.objects.filter(pk=run_id).values_list("team_id", flat=True).first()
+
+
+def _still_signed_in(scope: dict[str, Any]) -> bool:
+    """Whether the socket's session still exists, unexpired, for the same person (read from
+    the database: the scope holds the session as it was at connect)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+
+    session, user = scope.get("session"), scope.get("user")
+    key = getattr(session, "session_key", None)
+    if not key or not getattr(user, "is_authenticated", False):
+        return False
+    fresh = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    return fresh.load().get(SESSION_KEY) == str(user.pk)
 
 
 def active_user(user_id: int) -> Any:

@@ -5,6 +5,7 @@ the teams its person joined since it opened."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from agentops.asgi import application
 from runs.consumers import SIGNED_OUT
@@ -157,5 +159,32 @@ def test_a_list_socket_hears_a_team_its_person_joined_since(team: Team, other_te
         pushed = await receive_until(listing, lambda html: str(later.pk)[:8] in html)
         assert str(theirs.pk)[:8] in pushed
         await listing.disconnect()
+
+    run_async(test)
+
+
+def test_a_socket_whose_session_expired_is_closed_at_its_next_check(
+    team: Team, other_team: Team, monkeypatch: Any
+) -> None:
+    from django.contrib.sessions.models import Session
+
+    from runs.consumers import LiveConsumer
+
+    monkeypatch.setattr(LiveConsumer, "REJOIN_EVERY", 0.2)
+    cast = make_cast(team, other_team)
+    run = start("t-wait", team=team, user=cast.owner)
+    client, cookie = signed_in(cast.owner)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    async def test() -> None:
+        page = await open_socket(f"/ws/runs/{run.pk}/", cookie)
+        # Checked and still signed in: the socket stays open.
+        assert await page.receive_nothing(timeout=0.5)
+        # The session expires (nobody signed out).
+        expired = timezone.now() - timedelta(seconds=1)
+        await database_sync_to_async(Session.objects.filter(session_key=key).update)(
+            expire_date=expired
+        )
+        assert await closed_with(page) == SIGNED_OUT
 
     run_async(test)
