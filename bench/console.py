@@ -211,46 +211,40 @@ def page_queries(path: str, username: str) -> dict[str, Any]:
     }
 
 
-def measure_pages(ports: list[int], cookies: dict[str, list[str]], cfg: dict[str, Any]) -> dict:
-    from bench.console_clients import http_load
+def measure_pages(
+    ports: list[int],
+    cookies: dict[str, list[str]],
+    cfg: dict[str, Any],
+    *,
+    wrk_in: Path | None = None,
+) -> dict:
+    """Each page under the closed loop of one client per cookie: Python threads
+    (``http_load``), or wrk when given a folder for its script (``wrk_load``)."""
+    from bench.console_clients import http_load, wrk_load
     from bench.console_live import figures
 
     out = {}
     for label, who, path, marker in PAGES:
-        res = http_load(
-            ports,
-            path,
-            cookies[who],
-            requests=cfg["requests"],
-            warmup=cfg["warmup"],
-            marker=marker,
-        )
-        fig = figures(res["latencies_ms"])
-        fig["throughput"] = len(res["latencies_ms"]) / res["wall_s"] if res["wall_s"] else 0
-        fig["errors"] = res["errors"][:3]
+        if wrk_in is None:
+            res = http_load(
+                ports,
+                path,
+                cookies[who],
+                requests=cfg["requests"],
+                warmup=cfg["warmup"],
+                marker=marker,
+            )
+            fig = figures(res["latencies_ms"])
+            fig["throughput"] = len(res["latencies_ms"]) / res["wall_s"] if res["wall_s"] else 0
+            fig["errors"] = res["errors"][:3]
+        else:
+            wrk_load(ports, path, cookies[who], seconds=2, workdir=wrk_in)  # warm-up
+            fig = wrk_load(ports, path, cookies[who], seconds=cfg["wrk_seconds"], workdir=wrk_in)
         out[label] = fig
         errors = f" ERRORS {fig['errors']}" if fig["errors"] else ""
         _log(
-            f"[http x{len(ports)}] {label}: p50 {fig['p50']:.1f} ms, p95 {fig['p95']:.1f} ms, "
-            f"{fig['throughput']:.0f} req/s{errors}"
-        )
-    return out
-
-
-def measure_pages_wrk(
-    ports: list[int], cookies: dict[str, list[str]], cfg: dict[str, Any], workdir: Path
-) -> dict:
-    """The same pages and clients, the load from wrk (``wrk_load``)."""
-    from bench.console_clients import wrk_load
-
-    out = {}
-    for label, who, path, _marker in PAGES:
-        wrk_load(ports, path, cookies[who], seconds=2, workdir=workdir)  # warm-up
-        fig = wrk_load(ports, path, cookies[who], seconds=cfg["wrk_seconds"], workdir=workdir)
-        out[label] = fig
-        errors = f" ERRORS {fig['errors']}" if fig["errors"] else ""
-        _log(
-            f"[wrk x{len(ports)}] {label}: p50 {fig['p50']:.1f} ms, p95 {fig['p95']:.1f} ms, "
+            f"[{'http' if wrk_in is None else 'wrk'} x{len(ports)}] {label}: "
+            f"p50 {fig['p50']:.1f} ms, p95 {fig['p95']:.1f} ms, "
             f"{fig['throughput']:.0f} req/s{errors}"
         )
     return out
@@ -310,6 +304,16 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
+def _page_rows(add: Any, by_procs: dict[Any, dict[str, Any]]) -> None:
+    """One row a page and number of daphne processes: p50, p95, max, requests a second."""
+    for procs_n, pages in by_procs.items():
+        for label, fig in pages.items():
+            add(
+                f"  {label:40}{procs_n:>8}{_ms(fig['p50']):>11}{_ms(fig['p95']):>11}"
+                f"{_ms(fig['max']):>11}{fig['throughput']:>8.0f}"
+            )
+
+
 def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
     lines: list[str] = []
     add = lines.append
@@ -332,25 +336,14 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
         f"{cfg['requests']} requests each (latency incl. queueing)"
     )
     add(f"  {'':40}{'daphne':>8}{'p50':>11}{'p95':>11}{'max':>11}{'req/s':>8}")
-    for procs_n, pages in results.get("pages", {}).items():
-        for label, fig in pages.items():
-            add(
-                f"  {label:40}{procs_n:>8}{_ms(fig['p50']):>11}{_ms(fig['p95']):>11}"
-                f"{_ms(fig['max']):>11}{fig['throughput']:>8.0f}"
-            )
-    pages_wrk = results.get("pages_wrk", {})
-    if pages_wrk:
+    _page_rows(add, results.get("pages", {}))
+    if results.get("pages_wrk"):
         add("")
         add(
             f"  The same, the load from wrk (C; {cfg['clients']} connections, one request in "
             f"flight each, {cfg['wrk_seconds']} s a page; p95 the worst of one wrk per daphne)"
         )
-        for procs_n, pages in pages_wrk.items():
-            for label, fig in pages.items():
-                add(
-                    f"  {label:40}{procs_n:>8}{_ms(fig['p50']):>11}{_ms(fig['p95']):>11}"
-                    f"{_ms(fig['max']):>11}{fig['throughput']:>8.0f}"
-                )
+        _page_rows(add, results["pages_wrk"])
     alone = results.get("alone", {})
     if alone:
         add("")
@@ -401,24 +394,20 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
     add("")
     add("Targets")
     rows: list[tuple[str, str, bool | None]] = []
-    for procs_n, p in results.get("pages_wrk", {}).items():
-        lp = max(p[label]["p95"] for label in LIST_PAGES)
-        rows.append(
-            (
-                f"list p95 (wrk), worst of the {len(LIST_PAGES)} pages ({procs_n} daphne)",
-                _ms(lp),
-                lp < TARGETS["list_p95_ms"],
+    for load, by_procs in (
+        ("", results.get("pages", {})),
+        (" (wrk)", results.get("pages_wrk", {})),
+    ):
+        for procs_n, p in by_procs.items():
+            lp = max(p[label]["p95"] for label in LIST_PAGES)
+            rows.append(
+                (
+                    f"list p95{load}, worst of the {len(LIST_PAGES)} pages ({procs_n} daphne)",
+                    _ms(lp),
+                    lp < TARGETS["list_p95_ms"],
+                )
             )
-        )
     for procs_n, p in results.get("pages", {}).items():
-        lp = max(p[label]["p95"] for label in LIST_PAGES)
-        rows.append(
-            (
-                f"list p95, worst of the {len(LIST_PAGES)} pages ({procs_n} daphne)",
-                _ms(lp),
-                lp < TARGETS["list_p95_ms"],
-            )
-        )
         for (list_label, *_), (admin_label, *_) in ((PAGES[0], PAGES[3]), (PAGES[1], PAGES[4])):
             ap = p[admin_label]["p95"]
             ratio = p[list_label]["p95"] / ap if ap else None
@@ -587,7 +576,7 @@ def main(argv: list[str]) -> int:
                 results["pages_wrk"] = {}
                 for n in cfg["web_procs"]:
                     ports = [port for _, port in webs[:n]]
-                    results["pages_wrk"][n] = measure_pages_wrk(ports, cookies, cfg, workdir)
+                    results["pages_wrk"][n] = measure_pages(ports, cookies, cfg, wrk_in=workdir)
             else:
                 _log("wrk is not installed (apt-get install wrk): its figures are left out")
         worker = start_worker("agentops", "runs,sweeps", env, workdir / "worker.log", concurrency=4)

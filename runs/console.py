@@ -98,31 +98,15 @@ def derived_condition(name: str, now: datetime) -> Q:
 _HEX_ID = re.compile(r"^[0-9a-fA-F-]{4,36}$")
 
 
-def id_prefix(text: str) -> str | None:
-    """The canonical (hyphenated) prefix of a run id typed with or without hyphens."""
+def id_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The ids that start with ``text`` (at least 4 hex digits of a run id, typed with or
+    without hyphens) as a range of the primary key, which its index answers (``id::text
+    LIKE`` read every run). None when ``text`` is no such prefix ("----" matched every run)."""
     if not _HEX_ID.match(text):
         return None
     digits = text.replace("-", "").lower()
-    if not 4 <= len(digits) <= 32:  # "----" is no prefix (it matched every run)
+    if not 4 <= len(digits) <= 32:
         return None
-    parts, start = [], 0
-    for size in (8, 4, 4, 4, 12):
-        chunk = digits[start : start + size]
-        if not chunk:
-            break
-        parts.append(chunk)
-        start += size
-    return "-".join(parts)
-
-
-def id_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """The ids that start with ``text`` (a prefix of a run id, typed with or without
-    hyphens) as a range of the primary key, which its index answers (``id::text LIKE``
-    read every run)."""
-    prefix = id_prefix(text)
-    if prefix is None:
-        return None
-    digits = prefix.replace("-", "")
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 

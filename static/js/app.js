@@ -46,8 +46,6 @@
   document.addEventListener("htmx:wsOpen", function (evt) {
     evt.target.removeAttribute("data-socket-down");
   });
-  document.addEventListener("htmx:afterSettle", pollWhereDown);
-  document.addEventListener("htmx:oobAfterSwap", pollWhereDown);
 
   // A push lost on the way (the channel layer is best effort, as the doorbell is) would
   // leave a live part showing an old state until the next change, which for a finished run
@@ -59,12 +57,14 @@
       heard[el.id] = Date.now();
     }
   }
-  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+  // After any swap: the swapped part has heard from the server, and one that came without
+  // polling attributes polls again while its socket is down.
+  function afterSwap(evt) {
     hear(evt.detail.target);
-  });
-  document.addEventListener("htmx:afterSettle", function (evt) {
-    hear(evt.detail.target);
-  });
+    pollWhereDown();
+  }
+  document.addEventListener("htmx:afterSettle", afterSwap);
+  document.addEventListener("htmx:oobAfterSwap", afterSwap);
   function withoutPoll(url) {
     var u = new URL(url, window.location.href);
     u.searchParams.delete("poll");
