@@ -13,11 +13,10 @@ import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.contrib.auth import get_user_model
 
 from notifications.bell import render_bell
 from notifications.live import user_group
-from runs.consumers import LiveConsumer
+from runs.consumers import LiveConsumer, active_user
 
 #: The bell re-renders at most this often (four times a second), however much arrives.
 INTERVAL = 0.25
@@ -25,7 +24,7 @@ INTERVAL = 0.25
 
 def _bell_for_active(user_id: int) -> str | None:
     """The bell of ``user_id``, or None once they are deactivated (or deleted)."""
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    user = active_user(user_id)
     return render_bell(user) if user is not None else None
 
 

@@ -135,6 +135,14 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
         "idle_deadline_at": now + timedelta(seconds=idle) if idle else None,
         "rung_at": None,
     }
+    if (warn_at := wall_warning_at(now, row["limit_wall_seconds"])) is not None:
+        # A run's first start (from the queue, or resumed after a pause while it was queued)
+        # sets when its wall time will pass 80 %; a run that started before keeps its own.
+        fields["wall_warn_at"] = Case(
+            When(started_at__isnull=True, then=Value(warn_at)),
+            default=F("wall_warn_at"),
+            output_field=DateTimeField(),
+        )
     guard = Q(lease_expires_at=expires) if expires else Q(lease_expires_at__isnull=True)
     if row["status"] == RunStatus.QUEUED:
         taken = Run.transition(
@@ -146,17 +154,9 @@ def take_lease(run_id: Any, token: str, *, actor: str) -> Run | None:
             actor=actor,
             data={"worker": token},
             started_at=now,
-            wall_warn_at=wall_warning_at(now, row["limit_wall_seconds"]),
             **fields,
         )
     else:
-        # A run resumed before it ever started (paused while queued) starts here.
-        if (first_warn_at := wall_warning_at(now, row["limit_wall_seconds"])) is not None:
-            fields["wall_warn_at"] = Case(
-                When(started_at__isnull=True, then=Value(first_warn_at)),
-                default=F("wall_warn_at"),
-                output_field=DateTimeField(),
-            )
         with transaction.atomic():
             taken = bool(
                 Run.objects.filter(pk=run_id, status=RunStatus.RUNNING)

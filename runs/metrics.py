@@ -226,17 +226,6 @@ def prometheus(teams: list[Team]) -> str:
         "Runs created in the last 24 h that finished.",
         [({"team": slug[t], "status": s}, recent[(t, s)]) for t in slug for s in TERMINAL],
     )
-    completion = []
-    for t in slug:
-        finished = sum(recent[(t, s)] for s in TERMINAL)
-        if finished:
-            completion.append(({"team": slug[t]}, round(recent[(t, "succeeded")] / finished, 4)))
-    metric(
-        "agentops_run_completion_ratio_24h",
-        "gauge",
-        "Of the runs created in the last 24 h that finished, the share that succeeded.",
-        completion,
-    )
     attention = Counter(
         dict(
             Run.objects.filter(team__in=teams)
@@ -256,13 +245,22 @@ def prometheus(teams: list[Team]) -> str:
     durations: list[tuple[dict[str, Any], Any]] = []
     retries: list[tuple[dict[str, Any], Any]] = []
     recoveries: list[tuple[dict[str, Any], Any]] = []
+    completion: list[tuple[dict[str, Any], Any]] = []
     for team in teams:
         w = window([team], label="24h", since=since)
+        if w.completion_rate is not None:
+            completion.append(({"team": team.slug}, round(w.completion_rate, 4)))
         for q, v in ((MEDIAN, w.median_seconds), (P95, w.p95_seconds)):
             if v is not None:
                 durations.append(({"team": team.slug, "quantile": q}, round(v, 3)))
         retries += [({"team": team.slug, "service": s}, n) for s, n in w.retries_by_service]
         recoveries.append(({"team": team.slug}, w.recoveries))
+    metric(
+        "agentops_run_completion_ratio_24h",
+        "gauge",
+        "Of the runs created in the last 24 h that finished, the share that succeeded.",
+        completion,
+    )
     metric(
         "agentops_run_duration_seconds",
         "gauge",

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from runs import doorbell
 from runs.audit import Event
+from runs.budget import new_warnings
 from runs.exceptions import AgentopsError
 from runs.live import publish_run_changed
 from runs.models import Run, RunStatus
@@ -201,23 +202,22 @@ def warn_wall_time() -> int:
             )
             if run is None:  # finished, or its budget raised, meanwhile
                 continue
-            fraction = run.budget_usage(now=now)["wall_seconds"]["fraction"]
-            due = "wall_seconds" not in run.budget_warned and fraction is not None
-            if due:
-                run.budget_warned = [*run.budget_warned, "wall_seconds"]
+            # The same test as a step's (``new_warnings``): nothing when a step warned first.
+            warnings = new_warnings(run)
+            run.budget_warned = [*run.budget_warned, *(kind for kind, _ in warnings)]
             Run.objects.filter(pk=run_id).update(
                 wall_warn_at=None, budget_warned=run.budget_warned, updated_at=now
             )
-            if not due:  # a step warned of it first
-                continue
-            Event.append(
-                "budget.warning",
-                run_id=run_id,
-                team_id=run.team_id,
-                actor=ACTOR,
-                data={"budget": "wall_seconds", "fraction": round(fraction, 3)},
-                locked=True,
-            )
-            publish_run_changed(run_id, team_id=run.team_id)
-            warned += 1
+            for kind, fraction in warnings:
+                Event.append(
+                    "budget.warning",
+                    run_id=run_id,
+                    team_id=run.team_id,
+                    actor=ACTOR,
+                    data={"budget": kind, "fraction": fraction},
+                    locked=True,
+                )
+            if warnings:
+                publish_run_changed(run_id, team_id=run.team_id)
+                warned += 1
     return warned
