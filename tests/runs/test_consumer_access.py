@@ -13,7 +13,6 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client
 from django.utils import timezone
 
 from agentops.asgi import application
@@ -26,17 +25,10 @@ from tests.runs.test_consumers import (
     prepare_cookies,
     receive_until,
     run_async,
+    signed_in,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.engine]
-
-
-def signed_in(user: User) -> tuple[Client, list[tuple[bytes, bytes]]]:
-    """A client signed in as ``user``, and the cookie header of its session."""
-    client = Client()
-    client.force_login(user)
-    key = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return client, [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
 
 
 async def open_socket(path: str, cookie: list[tuple[bytes, bytes]]) -> WebsocketCommunicator:

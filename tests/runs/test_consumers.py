@@ -26,13 +26,16 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.engine]
 ORIGIN = (b"origin", b"http://localhost")
 
 
-def session_cookie(user: User | None) -> list[tuple[bytes, bytes]]:
-    if user is None:
-        return []
+def signed_in(user: User) -> tuple[Client, list[tuple[bytes, bytes]]]:
+    """A client signed in as ``user``, and the cookie header of its session."""
     client = Client()
     client.force_login(user)
     key = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+    return client, [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())]
+
+
+def session_cookie(user: User | None) -> list[tuple[bytes, bytes]]:
+    return [] if user is None else signed_in(user)[1]
 
 
 def run_async(test: Callable[[], Awaitable[None]]) -> None:
