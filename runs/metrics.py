@@ -21,7 +21,8 @@ from django.db.models.functions import Extract
 from django.utils import timezone
 
 from runs.audit import Event
-from runs.models import TERMINAL, Run, RunStatus, StepAttempt, Team, TeamDailySpend, WaitKind
+from runs.console import derived_condition
+from runs.models import TERMINAL, Run, RunStatus, StepAttempt, Team, TeamDailySpend
 
 ACTIVE = [s for s in RunStatus if s not in TERMINAL]
 #: The failed attempts that were retried: only these outcomes schedule another attempt of the
@@ -145,15 +146,17 @@ def spend_today(teams: list[Team]) -> list[TeamSpend]:
     return [TeamSpend(t, spent.get(t.pk, Decimal(0)), t.daily_usd_limit) for t in teams]
 
 
+#: The runs list's views of runs that need a person (``runs.console.derived_condition``).
+ATTENTION_VIEWS = ("waiting-person", "retrying", "stalled", "over-budget")
+
+
 def attention_condition(now: datetime) -> Q:
-    """Unfinished runs a person should look at now: paused, waiting on a person, retrying,
-    stalled, or past 80 % of a budget."""
-    return Q(status__in=ACTIVE) & (
-        Q(status=RunStatus.PAUSED)
-        | Q(status=RunStatus.WAITING, wait_kind__in=[WaitKind.APPROVAL, WaitKind.RETRY])
-        | Run.stalled_condition(now)
-        | ~Q(budget_warned=[])
-    )
+    """Unfinished runs a person should look at now: paused, or in one of the list's views of
+    runs waiting on a person, retrying, stalled, or past 80 % of a budget."""
+    wanted = Q(status=RunStatus.PAUSED)
+    for view in ATTENTION_VIEWS:
+        wanted |= derived_condition(view, now)
+    return Q(status__in=ACTIVE) & wanted
 
 
 def needs_attention(teams: list[Team], *, limit: int = 20) -> list[Run]:
