@@ -14,30 +14,29 @@ AddIndexConcurrentlyOnPostgreSQL = import_module(
 
 
 class RemoveIndexConcurrentlyOnPostgreSQL(migrations.RemoveIndex):
+    """0009's ``AddIndexConcurrentlyOnPostgreSQL`` the other way round."""
+
     atomic = False
 
-    def _concurrently(self, schema_editor: Any) -> dict[str, bool]:
-        return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+    def _apply(self, app_label: str, schema_editor: Any, state: Any, method: str) -> None:
+        model = state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return
+        index = state.models[app_label, self.model_name_lower].get_index_by_name(self.name)
+        concurrently = (
+            {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
+        )
+        getattr(schema_editor, method)(model, index, **concurrently)
 
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        model = from_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = from_state.models[app_label, self.model_name_lower].get_index_by_name(
-                self.name
-            )
-            schema_editor.remove_index(model, index, **self._concurrently(schema_editor))
+        self._apply(app_label, schema_editor, from_state, "remove_index")
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            index = to_state.models[app_label, self.model_name_lower].get_index_by_name(
-                self.name
-            )
-            schema_editor.add_index(model, index, **self._concurrently(schema_editor))
+        self._apply(app_label, schema_editor, to_state, "add_index")
 
 
 class Migration(migrations.Migration):
