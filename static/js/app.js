@@ -221,7 +221,11 @@
 
   // When a push shows that another person paused, resumed, cancelled (...) the run on
   // screen, say who: the state changed and a newer action of a person came with it. The
-  // viewer's own actions are answered by their own toasts.
+  // viewer's own actions are answered by their own toasts. A render reads the run, then its
+  // events: one made as a person acted may bring the action with the state from before it,
+  // and the next the state. So an action that came without a change of state is held for
+  // the next fragment, and told if that one brings the change.
+  var heldBase = {};
   function me() {
     var who = document.querySelector(".account .who");
     return who ? who.textContent.trim() : "";
@@ -230,13 +234,21 @@
     if (!incoming || !current.hasAttribute("data-state")) {
       return;
     }
-    var before = current.getAttribute("data-state");
+    var held = heldBase[current.id];
+    delete heldBase[current.id];
+    var base = held || {
+      state: current.getAttribute("data-state"),
+      at: Number(current.getAttribute("data-changed-at")),
+    };
     var after = incoming.getAttribute("data-state");
-    var newer =
-      Number(incoming.getAttribute("data-changed-at")) >
-      Number(current.getAttribute("data-changed-at"));
+    var moved = Boolean(after) && after !== base.state;
+    var newer = Number(incoming.getAttribute("data-changed-at")) > base.at;
+    if (newer && !moved && !held) {
+      heldBase[current.id] = base;
+      return;
+    }
     var match = /^(user|api):(.+)$/.exec(incoming.getAttribute("data-changed-by") || "");
-    if (!after || after === before || !newer || !match || match[2] === me()) {
+    if (!newer || !moved || !match || match[2] === me()) {
       return;
     }
     showToast(

@@ -537,6 +537,67 @@ def test_toasts_after_actions_and_an_older_answer_never_hides_a_newer_state(
     assert still_same_document(olive), "the page was reloaded"
 
 
+# A live partial as a push would bring it: the page's own, with another state and action.
+SPLIT_PUSH_JS = """
+([state, changedAt, by]) => {
+    const live = document.getElementById("run-live");
+    const next = live.cloneNode(true);
+    const [events, micros] = live.dataset.version.split("-").map(Number);
+    next.dataset.version = `${events + 1}-${micros}`;
+    next.dataset.state = state;
+    next.dataset.stateLabel = state;
+    next.dataset.changedAt = String(changedAt);
+    next.dataset.changedBy = by;
+    next.setAttribute("hx-swap-oob", "true");
+    htmx.swap(live, next.outerHTML, {swapStyle: "none"});
+}
+"""
+
+
+def test_a_change_whose_state_and_action_come_in_two_pushes_is_told_once(
+    new_page: Any, server: str
+) -> None:
+    """A render reads the run, then its events: one made as a teammate acts may bring their
+    action with the state from before it, and the next push the state it brought. The page
+    tells who changed the run once the state has come, and only then."""
+    from playwright.sync_api import expect
+
+    page = new_page()
+    sign_in(page, server, "olive")
+    start_steps_run(page, server, n=2, work_ms=10)
+    expect(page.locator(STATUS_BADGE)).to_have_text(status("succeeded"), timeout=LIVE_TIMEOUT_MS)
+    told = page.locator(".toast-info", has_text="(by zed)")
+    at = int(page.locator(RUN_LIVE).get_attribute("data-changed-at") or 0)
+
+    # The action first, with the state as it was: nothing to tell yet...
+    page.evaluate(SPLIT_PUSH_JS, ["succeeded", at + 10, "user:zed"])
+    expect(page.locator(RUN_LIVE)).to_have_attribute("data-changed-at", str(at + 10))
+    expect(told).to_have_count(0)
+    # ...then the state it brought: told once.
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 10, "user:zed"])
+    expect(told).to_have_count(1)
+    expect(told).to_have_text(re.compile("This run is now paused"))
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 10, "user:zed"])
+    expect(told).to_have_count(1)
+
+    # An action that changed no state (a budget raised, say), and the next push shows none
+    # either: a change of state after that is the run's own, not put down to anyone.
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 20, "user:zed"])
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 20, "user:zed"])
+    page.evaluate(SPLIT_PUSH_JS, ["running", at + 20, "user:zed"])
+    expect(page.locator(RUN_LIVE)).to_have_attribute("data-state", "running")
+    expect(told).to_have_count(1)
+    # The action and its state in one push: told at once.
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 30, "user:zed"])
+    expect(told).to_have_count(2)
+    # The viewer's own actions never announce her to herself, in one push or two.
+    page.evaluate(SPLIT_PUSH_JS, ["paused", at + 40, "user:olive"])
+    page.evaluate(SPLIT_PUSH_JS, ["running", at + 40, "user:olive"])
+    expect(page.locator(RUN_LIVE)).to_have_attribute("data-state", "running")
+    expect(page.locator(".toast-info", has_text="(by olive)")).to_have_count(0)
+    expect(told).to_have_count(2)
+
+
 START_FOR_OTTO = textwrap.dedent(
     """
     from django.contrib.auth.models import User
