@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections
-from django.http import HttpRequest, HttpResponseBase
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentops.settings")
 
@@ -20,19 +25,22 @@ FULL_COLLECTION_AFTER = 100
 
 
 class SyncChainASGIHandler(ASGIHandler):
-    """Django's ASGI handler, with the middleware chain and the view run synchronously, in
-    one hop per request to one of a few threads that keep their database connections.
+    """Django's ASGI handler, with the sync part of a request (the request signals, the
+    middleware chain and the view, closing the response) run in one hop per request to one
+    of a few threads that keep their database connections.
 
-    Django's own async path has two costs for a site whose middleware and views are sync:
+    Django's own async path has three costs for a site whose middleware and views are sync:
     each middleware's hooks hop to the sync thread on their own (about 16 hops a request
-    here, each trading the GIL with the event loop), and each request gets a fresh
-    thread-sensitive context, so a fresh thread and a fresh database connection (connect,
-    time zone, health check) per request. Both made a console page cost half as much again
-    as its work. Here the whole sync chain runs in one call on one of a few long-lived
-    threads (``AGENTOPS_WEB_THREADS``), whose connection is checked and recycled at the
-    request's edges as ``request_started`` and ``request_finished`` do for Django's own
-    thread; a slow request holds one of them, not the process. The SSE view is async: Django runs it
-    through ``async_to_sync`` on the event loop as before, and its body streams from there."""
+    here, each trading the GIL with the event loop); the ``request_started`` and
+    ``request_finished`` receivers are sent through ``sync_to_async`` too, on a thread made
+    for each request (its thread-sensitive context); and each request gets a fresh database
+    connection (connect, time zone, health check) on that thread. Here the whole sync part
+    runs in one call on one of a few long-lived threads (``AGENTOPS_WEB_THREADS``), where the
+    signals' receivers check and recycle that thread's connection as they do for Django's
+    own thread; a slow request holds one of them, not the process. A response is sent as
+    Django sends it. A streaming one (the SSE view, which is async: Django runs it through
+    ``async_to_sync`` on the event loop) streams from the event loop while a task watches for
+    the client going away, and is closed afterwards, as in Django."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,17 +51,48 @@ class SyncChainASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
 
-    def _respond(self, request: HttpRequest) -> HttpResponseBase:
-        close_old_connections()
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
-            return self.get_response(request)
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            response = await sync_to_async(
+                self._respond, thread_sensitive=False, executor=self._executor
+            )(scope, body_file)
+            if response.streaming:
+                await self._stream(response, receive, send)
+            else:
+                await self.send_response(response, send)
         finally:
-            close_old_connections()
+            body_file.close()
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return await sync_to_async(self._respond, thread_sensitive=False, executor=self._executor)(
-            request
-        )
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()  # sends request_finished, on this thread
+        return response
+
+    async def _stream(self, response: HttpResponseBase, receive: Any, send: Any) -> None:
+        """Send a streaming response until it ends or the client goes away, then close it."""
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(self.send_response(response, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(RequestAborted, asyncio.CancelledError):
+                await task
+        await sync_to_async(response.close)()
 
 
 django.setup(set_prefix=False)
