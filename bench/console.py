@@ -14,7 +14,9 @@ below runs against them, in the distributed deployment (``DATABASE_URL`` on Post
    arrives), the p50/p95 latency of the runs list ``/runs/`` (first page, a page filtered
    by a derived view and a workflow, and a search in the runs' input) and of the same
    table's Django admin changelist ``/admin/runs/run/`` (first page, and filtered by status
-   and workflow), plus the plan and time of the list's query;
+   and workflow), plus the plan and time of the list's query, and the instructions a list
+   page costs in one process (callgrind, ``bench/console_instructions.py``), which do not
+   move with the machine's hour as the latencies do;
 3. with a real ``celery worker`` driving a run whose steps finish 0.25 s apart (after 50
    quick ones, so that its page is at its full size, the latest 50 steps and events): the
    time from a step's checkpoint (``Step.finished_at``) to the pushed partial arriving at
@@ -211,6 +213,21 @@ def page_queries(path: str, username: str) -> dict[str, Any]:
     }
 
 
+def page_instructions(env: dict[str, str], cookies: dict[str, list[str]]) -> dict[str, float]:
+    """The first list page's instructions per request in one process (callgrind; under two
+    minutes, most of it Django starting twice under valgrind): a figure that does not move
+    with the machine's hour, as the latencies do."""
+    from bench.console_instructions import instructions_per_request
+
+    label, who, path, _ = PAGES[0]
+    _log(f"[callgrind] {label}")
+    count = instructions_per_request(env, path, cookies[who][0])
+    if count is None:
+        _log("valgrind is not installed: the instruction count is left out")
+        return {}
+    return {label: count}
+
+
 def measure_pages(
     ports: list[int],
     cookies: dict[str, list[str]],
@@ -360,6 +377,11 @@ def render(results: dict[str, Any], cfg: dict[str, Any], *, quick: bool) -> str:
             f"({q['sql_ms']:.1f} ms); slowest query executes in "
             f"{q['slowest_execution_ms'] or 0:.2f} ms"
         )
+
+    if results.get("instructions"):
+        add("  In one process, instructions per request (callgrind; the same on any hour):")
+        for label, count in results["instructions"].items():
+            add(f"    {label:38} {count / 1e6:6.1f} M")
 
     add("")
     step = results.get("step", {})
@@ -568,6 +590,8 @@ def main(argv: list[str]) -> int:
                 label: page_queries(path, f"{who}-00") for label, who, path, _ in PAGES
             }
             results["alone"] = measure_alone(webs[0][1], cookies, cfg)
+            if not args.quick:
+                results["instructions"] = page_instructions(env, cookies)
             results["pages"] = {}
             for n in cfg["web_procs"]:
                 ports = [port for _, port in webs[:n]]
