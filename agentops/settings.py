@@ -126,18 +126,6 @@ elif _db["ENGINE"] in (
     _db["ENGINE"] = "django.db.backends.postgresql"
     _db["CONN_MAX_AGE"] = _read("int", "DATABASE_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    # Statements a connection runs again and again (every page's session, user, roles and
-    # list reads) are prepared once per connection: PostgreSQL then skips parsing and
-    # planning them, which was half of its work for a runs list page. Needs the values sent
-    # apart from the SQL (server-side binding); 0 keeps Django's default of neither, for a
-    # PgBouncer in transaction mode older than 1.21.
-    _prepare_after = _read("int", "DATABASE_PREPARE_AFTER", 2)
-    if _prepare_after < 0:
-        raise ImproperlyConfigured(
-            f"DATABASE_PREPARE_AFTER: 0 (never) or more, got {_prepare_after!r}"
-        )
-    if _prepare_after:
-        _db["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": _prepare_after}
 else:
     raise ImproperlyConfigured(
         f"DATABASE_URL: only sqlite:// and postgres:// are supported, got {_db['ENGINE']}"

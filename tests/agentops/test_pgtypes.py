@@ -57,23 +57,3 @@ def test_the_connection_reads_with_the_c_loader(team) -> None:  # type: ignore[n
     assert loader.timezone == connection.timezone  # so Django's create_cursor keeps it
     assert loader.parser is adapters.get_loader(oid, Format.TEXT)
     assert loader.parser.__module__.startswith("psycopg_binary"), loader.parser  # C, not Python
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared statements")
-def test_a_statement_run_again_is_prepared_once_per_connection(team) -> None:  # type: ignore[no-untyped-def]
-    """``DATABASE_PREPARE_AFTER`` (2 by default): the second run of a statement prepares it,
-    and later runs with other values use it rather than parse and plan it again."""
-
-    def prepared() -> list[str]:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT statement FROM pg_prepared_statements")
-            return [row[0] for row in cursor.fetchall() if "runs_team" in row[0]]
-
-    from runs.models import Team
-
-    before = prepared()
-    for slug in ("a", "b", "c", team.slug):
-        list(Team.objects.filter(slug=slug).values_list("id", flat=True))
-    after = [s for s in prepared() if s not in before]
-    assert len(after) == 1, after  # one statement, with its value as a parameter
-    assert "$1" in after[0]

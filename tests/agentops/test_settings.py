@@ -35,14 +35,6 @@ def start(**env: str) -> subprocess.CompletedProcess[str]:
         ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL: only sqlite:// and postgres://"),
         ({"CELERY_BROKER_URL": "sqs://x"}, "CELERY_BROKER_URL: expected memory://"),
         ({"CHANNEL_LAYER_URL": "ipc://x"}, "CHANNEL_LAYER_URL: expected memory://"),
-        (
-            {"DATABASE_URL": "postgres://db/x", "DATABASE_PREPARE_AFTER": "-1"},
-            "DATABASE_PREPARE_AFTER: 0 (never) or more",
-        ),
-        (
-            {"DATABASE_URL": "postgres://db/x", "DATABASE_PREPARE_AFTER": "often"},
-            "DATABASE_PREPARE_AFTER",
-        ),
     ],
 )
 def test_bad_values_stop_start_up_naming_the_variable(env, message, tmp_path):
