@@ -24,7 +24,7 @@ def use_c_timestamps(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor != "postgresql" or not settings.USE_TZ:
         return
     loader = timestamptz_loader(connection.timezone)
-    connection.connection.adapters.register_loader(loader.oid_name, loader)
+    connection.connection.adapters.register_loader("timestamptz", loader)
 
 
 @functools.cache
@@ -39,9 +39,8 @@ def timestamptz_loader(zone: tzinfo) -> type:
     parse = adapters.get_loader(oid, Format.TEXT)  # the C loader where psycopg has one
 
     class CTimestamptzLoader(Loader):
-        oid_name = "timestamptz"
         timezone = zone  # what Django's create_cursor compares with the connection's
-        parser = parse
+        parser = parse  # the class that parses (the tests check it is psycopg's C one)
 
         def __init__(self, oid: int, context: Any = None) -> None:
             super().__init__(oid, context)
