@@ -322,7 +322,8 @@ LOGOUT_REDIRECT_URL = "/login/"
 # failures for one username from one address, that pair is locked out for the cool-off.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, with the per-request read of the user written as SQL.
+    "agentops.auth.ModelBackend",
     # Team roles as object permissions: user.has_perm("runs.operate_run", run).
     "runs.permissions.TeamRoleBackend",
 ]

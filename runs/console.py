@@ -14,9 +14,10 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,12 +25,12 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 from django.utils.translation import get_language
 
+from agentops.paths import id_path_format, path
 from runs.models import Run, RunStatus, WaitKind
 from runs.permissions import (
     OPERATE,
@@ -39,7 +40,7 @@ from runs.permissions import (
     runs_visible_to,
     team_roles,
 )
-from runs.run_page import EPOCH, budget_fraction, budget_level, progress_view, status_view
+from runs.run_page import EPOCH, budget_fraction, budget_level, progress_figures, status_view
 from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
@@ -154,37 +155,37 @@ class RunFilterForm(forms.Form):
 
 def filter_runs(
     user: Any,
-    form: RunFilterForm | None,
+    filters: Mapping[str, Any] | None,
     *,
     now: datetime | None = None,
     teams: list[TeamRole] | None = None,
 ) -> QuerySet[Run]:
-    """The runs ``user`` may see that match the valid filters of ``form`` (all of them without
-    one); ``teams``, their roles when the caller has read them already."""
+    """The runs ``user`` may see that match ``filters``, the valid values of the filter form
+    (``FilterState.values``; all runs without them); ``teams``, their roles when the caller
+    has read them already."""
     now = now or timezone.now()
     if teams is None or getattr(user, "is_superuser", False):
         qs = runs_visible_to(user)  # a superuser's teams: a subquery, not a list of all
     else:
         qs = Run.objects.filter(team_id__in=[t.id for t in teams if t.holds(VIEW)])
-    if form is None:  # no filters
+    if not filters:  # no filters
         return qs
-    form.is_valid()  # collects errors; only valid values filter
-    status = form.value("status")
+    status = filters.get("status")
     if status in RunStatus.values:
         qs = qs.filter(status=status)
     elif status:
         qs = qs.filter(derived_condition(status, now))
-    if workflow := form.value("workflow"):
+    if workflow := filters.get("workflow"):
         qs = qs.filter(workflow=workflow)
-    if team := form.value("team"):
+    if team := filters.get("team"):
         qs = qs.filter(team__slug=team)
-    if owner := form.value("owner"):
+    if owner := filters.get("owner"):
         qs = qs.filter(created_by__username=owner)
-    if after := form.value("created_after"):
+    if after := filters.get("created_after"):
         qs = qs.filter(created_at__gte=after)
-    if before := form.value("created_before"):
+    if before := filters.get("created_before"):
         qs = qs.filter(created_at__lt=before)
-    if text := (form.value("q") or "").strip():
+    if text := (filters.get("q") or "").strip():
         qs = qs.filter(search_condition(text))
     return qs
 
@@ -281,10 +282,8 @@ def list_context(
     now = now or timezone.now()
     if teams is None:
         teams = team_roles(user)  # one query answers the page's questions about roles
-    form = None
-    if RunFilterForm.filters_in(params):
-        form = RunFilterForm(params, user=user, teams=teams)
-    qs = filter_runs(user, form, now=now, teams=teams).values_list(
+    state = filter_state(params, teams)
+    qs = filter_runs(user, state.values, now=now, teams=teams).values_list(
         *LIST_COLUMNS, "team__name", "created_by__username"
     )
     page = keyset_page(
@@ -297,15 +296,14 @@ def list_context(
     operable = {t.id for t in teams if t.holds(OPERATE)}
     filters = {k: v for k, v in params.items() if k in RunFilterForm.base_fields and v}
     query = urlencode(filters)
-    list_url = reverse("run-list")
+    list_url = path("run-list")
 
     def link(**extra: str) -> str:
         return f"{list_url}?{urlencode({**filters, **extra})}"
 
     cursor = {k: params[k] for k in ("before", "after") if params.get(k)}
     return {
-        "form": form,
-        "filter_fields": filter_fields_html(params, teams, form),
+        "filter_fields": state.html,
         "rows": list_rows(page.runs, operable=operable, now=now),  # HTML
         "page": page,
         "newer_url": link(after=page.newer) if page.newer else "",
@@ -354,7 +352,8 @@ class ListedRun:
     team_name: str
     owner: str | None
 
-    budget_usage = Run.budget_usage  # the same figures as the run's page
+    budget_figures = Run.budget_figures  # the same figures as the run's page
+    budget_usage = Run.budget_usage
     is_stalled = Run.is_stalled
     STALLED_AFTER = Run.STALLED_AFTER
     LEASE_LAPSED_AFTER = Run.LEASE_LAPSED_AFTER
@@ -367,36 +366,49 @@ class ListedRun:
         return str(_STATUS_LABELS.get(self.status, self.status))
 
 
-_FILTER_FIELDS: OrderedDict[tuple, SafeString] = OrderedDict()
-_FILTER_FIELDS_LOCK = threading.Lock()
+@dataclass(frozen=True, slots=True)
+class FilterState:
+    """The filter form as the list uses it: the valid values it filters by (none without
+    filters; an invalid value is left out, and its error shown at its field) and the
+    rendered fields."""
+
+    values: Mapping[str, Any] | None
+    html: SafeString
 
 
-def filter_fields_html(
-    params: QueryDict, teams: list[TeamRole], form: RunFilterForm | None
-) -> SafeString:
-    """The filter form's fields, rendered once per distinct values and choices in this
-    process. The markup is a function of those alone (the errors come from the values), and
-    the list is fetched again and again with the same few filters; rendering 7 fields and
-    their widgets through templates costs about as much as the page's queries. ``form`` is
-    built here when the caller had no filters to apply."""
+_FILTER_STATES: OrderedDict[tuple, FilterState] = OrderedDict()
+_FILTER_STATES_LOCK = threading.Lock()
+
+
+def filter_state(params: QueryDict, teams: list[TeamRole]) -> FilterState:
+    """The filter form for ``params`` and the choices ``teams`` give, validated and rendered
+    once per distinct values, choices and time zone in this process. Both are functions of
+    those alone, and the list is fetched again and again with the same few filters:
+    building, validating and rendering 7 fields and their widgets through templates costs
+    about as much as the page's queries."""
     choices = RunFilterForm.choices_for(teams)
     key = (
         tuple((name, params.get(name) or None) for name in RunFilterForm.base_fields),
         tuple(tuple(choices[name]) for name in ("team", "workflow")),
+        timezone.get_current_timezone_name(),  # the dates are read in it
     )
-    with _FILTER_FIELDS_LOCK:
-        html = _FILTER_FIELDS.get(key)
-        if html is not None:
-            _FILTER_FIELDS.move_to_end(key)
-            return html
-    if form is None:
-        form = RunFilterForm(params, user=None, teams=teams)
+    with _FILTER_STATES_LOCK:
+        state = _FILTER_STATES.get(key)
+        if state is not None:
+            _FILTER_STATES.move_to_end(key)
+            return state
+    form = RunFilterForm(params, user=None, teams=teams)
+    values = None
+    if RunFilterForm.filters_in(params):
+        form.is_valid()  # collects the errors; only valid values filter
+        values = MappingProxyType({name: form.value(name) for name in form.fields})
     html = mark_safe(render_to_string("runs/run_list.html#filter-fields", {"form": form}))
-    with _FILTER_FIELDS_LOCK:
-        _FILTER_FIELDS[key] = html
-        while len(_FILTER_FIELDS) > 512:
-            _FILTER_FIELDS.popitem(last=False)
-    return html
+    state = FilterState(values, html)
+    with _FILTER_STATES_LOCK:
+        _FILTER_STATES[key] = state
+        while len(_FILTER_STATES) > 512:
+            _FILTER_STATES.popitem(last=False)
+    return state
 
 
 _AGE_REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
@@ -429,7 +441,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
         return mark_safe(
             f'<tr><td colspan="{8 if select else 7}" class="empty">No runs match.</td></tr>'
         )
-    detail = reverse("run-detail", args=[uuid.UUID(int=0)]).replace(str(uuid.UUID(int=0)), "{}")
+    detail = id_path_format("run-detail")
     out = []
     esc = html.escape
     language = get_language()
@@ -455,7 +467,7 @@ def list_rows(runs: list[ListedRun], *, operable: set[int], now: datetime) -> Sa
             f"<td>{esc(run.team_name)}</td>"
             f'<td class="col-owner">{esc(run.owner or "—")}</td>'
         )
-        progress = progress_view(run, now=now)
+        progress = progress_figures(run)
         if progress["percent"] is not None:
             cells.append(
                 f'<td><progress max="100" value="{progress["percent"]}" '

@@ -167,6 +167,11 @@ class StopReason(models.TextChoices):
     TIMEOUT = "timeout", "Deadline"
 
 
+def budget_spent_fraction(spent: Any, limit: Any) -> float | None:
+    """The fraction of a budget spent (1.0 and over: reached), None without a limit."""
+    return float(spent) / float(limit) if limit else None
+
+
 class Run(RunOperations, models.Model):
     """One execution of a workflow.
 
@@ -408,25 +413,27 @@ class Run(RunOperations, models.Model):
         return idle or (lease is not None and lease < now - self.LEASE_LAPSED_AFTER)
 
     # --- budget figures (for the console and the checks) -----------------------------------
-    def budget_usage(self, *, now: datetime | None = None) -> dict[str, dict[str, Any]]:
-        """Spent and limit per budget kind, with the fraction used where there is a limit."""
+    def budget_figures(self, *, now: datetime | None = None) -> tuple[tuple[str, Any, Any], ...]:
+        """(kind, spent, limit) of each budget; the limit is None where there is none."""
         now = now or timezone.now()
         wall = (
             ((self.finished_at or now) - self.started_at).total_seconds()
             if self.started_at
             else 0.0
         )
-        figures = {
-            "usd": (self.spent_usd, self.limit_usd),
-            "tokens": (self.spent_tokens, self.limit_tokens),
-            "actions": (self.spent_actions, self.limit_actions),
-            "wall_seconds": (round(wall, 1), self.limit_wall_seconds),
+        return (
+            ("usd", self.spent_usd, self.limit_usd),
+            ("tokens", self.spent_tokens, self.limit_tokens),
+            ("actions", self.spent_actions, self.limit_actions),
+            ("wall_seconds", round(wall, 1), self.limit_wall_seconds),
+        )
+
+    def budget_usage(self, *, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+        """Spent and limit per budget kind, with the fraction used where there is a limit."""
+        return {
+            kind: {"spent": spent, "limit": limit, "fraction": budget_spent_fraction(spent, limit)}
+            for kind, spent, limit in self.budget_figures(now=now)
         }
-        out: dict[str, dict[str, Any]] = {}
-        for kind, (spent, limit) in figures.items():
-            frac = (float(spent) / float(limit)) if limit else None
-            out[kind] = {"spent": spent, "limit": limit, "fraction": frac}
-        return out
 
     def as_dict(self) -> dict[str, Any]:
         """The run as the commands and the API print it."""

@@ -20,7 +20,15 @@ from django.utils.dateparse import parse_datetime
 from runs.audit import Event
 from runs.budget import WARN_AT
 from runs.forms import SignalForm
-from runs.models import TERMINAL, Run, RunStatus, Step, StepAttempt, WaitKind
+from runs.models import (
+    TERMINAL,
+    Run,
+    RunStatus,
+    Step,
+    StepAttempt,
+    WaitKind,
+    budget_spent_fraction,
+)
 from runs.permissions import (
     OPERATE,
     can,
@@ -66,27 +74,40 @@ def budget_level(fraction: float | None) -> str:
 
 
 def budget_fraction(run: Run, *, now: datetime | None = None) -> float | None:
-    fracs = [f["fraction"] for f in run.budget_usage(now=now).values() if f["fraction"] is not None]
+    """The largest fraction spent of the run's budgets, None when none has a limit."""
+    fracs = [
+        budget_spent_fraction(spent, limit)
+        for _, spent, limit in run.budget_figures(now=now)
+        if limit
+    ]
     return max(fracs) if fracs else None
 
 
-def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
-    """Done/total, stage, message, and an ETA from the rate of progress while the run was
-    working (``active_seconds``, written by the engine), or, before there is one, from the
-    rate since it started."""
-    now = now or timezone.now()
+def progress_figures(run: Run) -> dict[str, Any]:
+    """Done/total, the percent done (None without both), stage and message."""
     p = run.progress or {}
     done, total = p.get("done"), p.get("total")
-    out: dict[str, Any] = {
+    percent = None
+    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
+        percent = round(100 * min(done, total) / total)
+    return {
         "done": done,
         "total": total,
         "stage": p.get("stage") or "",
         "message": p.get("message") or "",
-        "eta": None,
-        "percent": None,
+        "percent": percent,
     }
-    if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
-        out["percent"] = round(100 * min(done, total) / total)
+
+
+def progress_view(run: Run, *, now: datetime | None = None) -> dict[str, Any]:
+    """``progress_figures``, and an ETA from the rate of progress while the run was working
+    (``active_seconds``, written by the engine), or, before there is one, from the rate
+    since it started."""
+    out = progress_figures(run)
+    out["eta"] = None
+    if out["percent"] is not None:
+        p = run.progress
+        done, total = out["done"], out["total"]
         updated = parse_datetime(p["updated_at"]) if p.get("updated_at") else None
         if (
             run.status in (RunStatus.RUNNING, RunStatus.WAITING)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.http import QueryDict
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -184,6 +185,32 @@ def test_an_invalid_filter_is_reported_and_ignored(cast: Cast) -> None:
     assert [r.pk for r in response.context["page"].runs] == [run.pk]
     html = response.content.decode()
     assert "Select a valid choice" in html and "Enter a valid date/time" in html
+
+
+def test_the_kept_filter_form_follows_the_users_teams_and_time_zone(cast: Cast) -> None:
+    """The filter form is validated and rendered once per values, choices and time zone in a
+    process: the same query string is read afresh for a person whose teams differ, and in
+    another time zone."""
+    mine = start("t-steps", team=cast.team, user=cast.owner)
+    theirs = start("t-steps", team=cast.other_team, user=cast.outsider)
+    # "other" is one of the outsider's teams: it filters...
+    response = cast.client("outsider").get("/runs/", {"team": "other"})
+    assert [r.pk for r in response.context["page"].runs] == [theirs.pk]
+    assert "Select a valid choice" not in response.content.decode()
+    # ...and for the owner, who is not in it, the same query is an invalid choice, reported
+    # at its field and not applied.
+    response = cast.client("owner").get("/runs/", {"team": "other"})
+    assert [r.pk for r in response.context["page"].runs] == [mine.pk]
+    assert "Select a valid choice" in response.content.decode()
+
+    _set(mine, created_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    params = QueryDict("created_after=2026-03-01T10:00")
+    with timezone.override("UTC"):  # 10:00 UTC: before the run
+        assert [r.pk for r in console.list_context(cast.owner, params)["page"].runs] == [mine.pk]
+    with timezone.override("Asia/Tokyo"):  # 01:00 UTC: before it as well
+        assert [r.pk for r in console.list_context(cast.owner, params)["page"].runs] == [mine.pk]
+    with timezone.override("America/Los_Angeles"):  # 18:00 UTC: after it
+        assert console.list_context(cast.owner, params)["page"].runs == []
 
 
 def test_a_team_the_user_cannot_see_filters_to_nothing(cast: Cast) -> None:
