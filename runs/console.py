@@ -14,7 +14,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
+from django.db import router
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
 from django.template.loader import render_to_string
@@ -41,6 +42,7 @@ from runs.permissions import (
     team_roles,
 )
 from runs.run_page import EPOCH, budget_fraction, budget_level, progress_figures, status_view
+from runs.statements import KeptStatements
 from runs.workflow import all_workflows
 
 PAGE_SIZE = 50
@@ -162,7 +164,9 @@ def filter_runs(
 ) -> QuerySet[Run]:
     """The runs ``user`` may see that match ``filters``, the valid values of the filter form
     (``FilterState.values``; all runs without them); ``teams``, their roles when the caller
-    has read them already."""
+    has read them already. The list keeps the statement compiled from this under
+    ``list_statement_key``: a condition that reads anything more (as the stalled view reads
+    the time) must be named there."""
     now = now or timezone.now()
     if teams is None or getattr(user, "is_superuser", False):
         qs = runs_visible_to(user)  # a superuser's teams: a subquery, not a list of all
@@ -226,27 +230,39 @@ class Page:
 
 
 def keyset_page(
-    qs: QuerySet[Any],
+    qs: QuerySet[Any] | Callable[[], QuerySet[Any]],
     *,
     before: str = "",
     after: str = "",
     size: int | None = None,
     wrap: Callable[[Any], Any] | None = None,
+    kept: tuple[KeptStatements, Hashable, str] | None = None,
 ) -> Page:
     """One page, newest first, without counting the table: ``size + 1`` rows say whether
     there is another page, and the cursors are the (created_at, id) of the edge rows.
-    ``wrap`` turns each row read into the page's row (one with ``created_at`` and ``pk``)."""
+    ``wrap`` turns each row read into the page's row (one with ``created_at`` and ``pk``).
+    ``qs`` may be a function that builds the query set; with ``kept`` (the statements, a
+    key that determines the query set, its database) it is built only while the page's
+    statement is not kept yet."""
     size = size or PAGE_SIZE
+    build = qs if callable(qs) else lambda: qs
 
-    def fetch(rows: QuerySet[Any]) -> list[Any]:
-        return [wrap(row) for row in rows] if wrap else list(rows)
+    def fetch(page: Callable[[], QuerySet[Any]]) -> list[Any]:
+        if kept is None:
+            rows = list(page())
+        else:
+            statements, key, alias = kept
+            rows = statements.rows((key, before, after, size), alias, page)
+        return [wrap(row) for row in rows] if wrap else rows
 
     if after and (cur := decode_cursor(after)):
         at, pk = cur
         rows = fetch(
-            qs.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=uuid.UUID(pk))).order_by(
-                "created_at", "id"
-            )[: size + 1]
+            lambda: (
+                build()
+                .filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=uuid.UUID(pk)))
+                .order_by("created_at", "id")[: size + 1]
+            )
         )
         more_newer = len(rows) > size
         rows = rows[:size][::-1]
@@ -255,12 +271,16 @@ def keyset_page(
             newer=encode_cursor(rows[0]) if rows and more_newer else None,
             older=encode_cursor(rows[-1]) if rows else None,
         )
-    qs = qs.order_by("-created_at", "-id")
     cur = decode_cursor(before) if before else None
-    if cur:
-        at, pk = cur
-        qs = qs.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=uuid.UUID(pk)))
-    rows = fetch(qs[: size + 1])
+
+    def newest_first() -> QuerySet[Any]:
+        page = build().order_by("-created_at", "-id")
+        if cur:
+            at, pk = cur
+            page = page.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=uuid.UUID(pk)))
+        return page[: size + 1]
+
+    rows = fetch(newest_first)
     more_older = len(rows) > size
     rows = rows[:size]
     return Page(
@@ -268,6 +288,26 @@ def keyset_page(
         newer=encode_cursor(rows[0]) if rows and cur else None,
         older=encode_cursor(rows[-1]) if rows and more_older else None,
     )
+
+
+#: The runs list's statements (``list_statement_key`` says what they are a function of).
+LIST_STATEMENTS = KeptStatements()
+
+
+def list_statement_key(
+    user: Any, teams: list[TeamRole], filters: Mapping[str, Any] | None, alias: str
+) -> Hashable | None:
+    """What ``filter_runs`` makes of a list's query for ``user``: the database, the teams
+    whose runs they see (a superuser's read by a subquery of their own), and the filters'
+    values; None for the stalled view, whose condition is a function of the time as well.
+    The cursor and the page size are added by ``keyset_page``."""
+    if filters and filters.get("status") == "stalled":
+        return None
+    if getattr(user, "is_superuser", False):
+        who: tuple[Any, ...] = ("superuser", user.pk)
+    else:
+        who = tuple(sorted(t.id for t in teams if t.holds(VIEW)))
+    return (alias, who, tuple(sorted(filters.items())) if filters else None)
 
 
 def list_context(
@@ -283,14 +323,16 @@ def list_context(
     if teams is None:
         teams = team_roles(user)  # one query answers the page's questions about roles
     state = filter_state(params, teams)
-    qs = filter_runs(user, state.values, now=now, teams=teams).values_list(
-        *LIST_COLUMNS, "team__name", "created_by__username"
-    )
+    alias = router.db_for_read(Run)
+    key = list_statement_key(user, teams, state.values, alias)
     page = keyset_page(
-        qs,
+        lambda: filter_runs(user, state.values, now=now, teams=teams).values_list(
+            *LIST_COLUMNS, "team__name", "created_by__username"
+        ),
         before=params.get("before", ""),
         after=params.get("after", ""),
         wrap=lambda row: ListedRun(*row),
+        kept=(LIST_STATEMENTS, key, alias) if key is not None else None,
     )
     # Rows of teams the user operates get a checkbox for the bulk actions (which check again).
     operable = {t.id for t in teams if t.holds(OPERATE)}

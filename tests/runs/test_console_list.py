@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -246,6 +247,49 @@ def test_search_reads_indexes_not_the_table(cast: Cast) -> None:
         uuid.UUID("96687e10-20d3-0000-0000-000000000000"),
         uuid.UUID("96687e10-20d3-ffff-ffff-ffffffffffff"),
     )
+
+
+def test_a_page_asked_again_runs_its_kept_statement_and_reads_the_rows_afresh(
+    cast: Cast,
+) -> None:
+    """The list keeps its compiled statements; the rows are read every time, converted as
+    the ORM converts them, and a statement serves only the people and filters it was made
+    for."""
+    console.LIST_STATEMENTS.clear()
+    a = start("t-spend", {"n": 2}, team=cast.team, user=cast.owner, budget={"usd": 2})
+    b = start("t-steps", team=cast.team, user=cast.operator)
+    theirs = start("t-steps", team=cast.other_team, user=cast.outsider)
+    _set(a, progress={"done": 1, "total": 4, "stage": "<b>x</b>"}, spent_usd="0.50")
+    client = cast.client("owner")
+
+    def page(c: Client, **params: Any) -> tuple[list[Any], int, str]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = c.get("/runs/", params)
+        assert response.status_code == 200
+        return response.context["page"].runs, len(ctx.captured_queries), response.context["rows"]
+
+    first, queries, rows = page(client)
+    assert len(console.LIST_STATEMENTS._statements) == 1
+    again, queries_again, rows_again = page(client)
+    assert again == first and queries_again == queries and rows_again == rows
+    row = next(r for r in again if r.pk == a.pk)
+    assert row.progress == {"done": 1, "total": 4, "stage": "<b>x</b>"}
+    assert row.spent_usd == Decimal("0.5") and row.created_at.tzinfo is not None
+    assert (row.team_name, row.owner) == (cast.team.name, "owner")
+
+    # A change shows at once: the statement is kept, not the rows.
+    _set(b, status=RunStatus.FAILED, workflow="t-noop")
+    after_change, _, _ = page(client)
+    assert next(r for r in after_change if r.pk == b.pk).status == RunStatus.FAILED
+    assert page(client, workflow="t-steps")[0] == []
+    assert [r.pk for r in page(client, workflow="t-noop")[0]] == [b.pk]
+    # The viewer of the same team shares the statement; the outsider has their own.
+    assert [r.pk for r in page(cast.client("viewer"))[0]] == [r.pk for r in after_change]
+    assert [r.pk for r in page(cast.client("outsider"))[0]] == [theirs.pk]
+    # The stalled view reads the time as well: it is not kept.
+    kept = len(console.LIST_STATEMENTS._statements)
+    page(client, status="stalled")
+    assert len(console.LIST_STATEMENTS._statements) == kept
 
 
 def test_keyset_pages_walk_every_run_once_in_order_without_counting(
