@@ -16,9 +16,23 @@ from django.urls import get_script_prefix, get_urlconf, reverse
 register = template.Library()
 
 
-@register.simple_tag
 def path(name: str) -> str:
+    """``reverse(name)`` for a URL without arguments, reversed once per process."""
     return _reversed(name, get_script_prefix(), get_urlconf())
+
+
+@register.simple_tag(name="path", takes_context=True)
+def path_tag(context: template.Context, name: str) -> str:
+    # The prefix and the URL configuration are context-local (asgiref's ``Local``, a few
+    # microseconds a read): read once a render, which they cannot change during.
+    render = context.render_context.dicts[0]
+    where = render.get(_WHERE)
+    if where is None:
+        where = render[_WHERE] = (get_script_prefix(), get_urlconf())
+    return _reversed(name, *where)
+
+
+_WHERE = object()
 
 
 @functools.lru_cache(maxsize=256)
