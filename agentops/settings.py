@@ -274,8 +274,10 @@ AGENTOPS_SWEEP_SECONDS = _positive("AGENTOPS_SWEEP_SECONDS", 5, integer=True)
 
 #: Threads of a web process that run the (synchronous) middleware and views, each keeping
 #: its database connection; the event loop holds the sockets. At most this many requests of
-#: a process are in Django at once (a slow one holds a thread, not the process).
-AGENTOPS_WEB_THREADS = _positive("AGENTOPS_WEB_THREADS", 8, integer=True)
+#: a process are in Django at once (a slow one holds a thread, not the process). Two keep a
+#: query's wait overlapped with another request's Python; more only queue for the one
+#: interpreter lock, and a thread back from the database waits behind every other.
+AGENTOPS_WEB_THREADS = _positive("AGENTOPS_WEB_THREADS", 2, integer=True)
 
 #: Serve /static/ from the ASGI process (the embedded default); turn off behind a proxy/CDN.
 AGENTOPS_SERVE_STATIC = _read("bool", "AGENTOPS_SERVE_STATIC", True)
