@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,10 +38,14 @@ class SyncChainASGIHandler(ASGIHandler):
     connection (connect, time zone, health check) on that thread. Here the whole sync part
     runs in one call on one of a few long-lived threads (``AGENTOPS_WEB_THREADS``), where the
     signals' receivers check and recycle that thread's connection as they do for Django's
-    own thread; a slow request holds one of them, not the process. A response is sent as
-    Django sends it. A streaming one (the SSE view, which is async: Django runs it through
-    ``async_to_sync`` on the event loop) streams from the event loop while a task watches for
-    the client going away, and is closed afterwards, as in Django."""
+    own thread; a slow request holds one of them, not the process. From the request's end
+    until its answer has been sent, a task listens for the client going away, as Django's own
+    handler does: a request whose client left while it waited for a thread is dropped when
+    its turn comes (it never reaches Django), so the clients that gave up on a busy process
+    do not hold it up for those still waiting. A response is sent as Django sends it. A
+    streaming one (the SSE view, which is async: Django runs it through ``async_to_sync`` on
+    the event loop) streams from the event loop until it ends or the client goes away, and is
+    closed afterwards, as in Django."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,19 +61,36 @@ class SyncChainASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        gone = threading.Event()
+        listener = asyncio.create_task(self._listen(receive, gone))
         try:
             set_script_prefix(get_script_prefix(scope))
             response = await sync_to_async(
                 self._respond, thread_sensitive=False, executor=self._executor
-            )(scope, body_file)
+            )(scope, body_file, gone)
+            if response is None:
+                return
             if response.streaming:
-                await self._stream(response, receive, send)
+                await self._stream(response, listener, send)
             else:
                 await self.send_response(response, send)
         finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             body_file.close()
 
-    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+    async def _listen(self, receive: Any, gone: threading.Event) -> None:
+        """Note the client going away (``http.disconnect``, the only message after the body)."""
+        with contextlib.suppress(RequestAborted):
+            await self.listen_for_disconnect(receive)
+        gone.set()
+
+    def _respond(
+        self, scope: dict[str, Any], body_file: Any, gone: threading.Event
+    ) -> HttpResponseBase | None:
+        if gone.is_set():
+            return None  # its client left while it waited for this thread
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
         if request is not None:
@@ -80,18 +102,14 @@ class SyncChainASGIHandler(ASGIHandler):
             response.close()  # sends request_finished, on this thread
         return response
 
-    async def _stream(self, response: HttpResponseBase, receive: Any, send: Any) -> None:
+    async def _stream(self, response: HttpResponseBase, listener: asyncio.Task, send: Any) -> None:
         """Send a streaming response until it ends or the client goes away, then close it."""
-        tasks = [
-            asyncio.create_task(self.listen_for_disconnect(receive)),
-            asyncio.create_task(self.send_response(response, send)),
-        ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(RequestAborted, asyncio.CancelledError):
-                await task
+        sender = asyncio.create_task(self.send_response(response, send))
+        await asyncio.wait([listener, sender], return_when=asyncio.FIRST_COMPLETED)
+        if not sender.done():
+            sender.cancel()
+        with contextlib.suppress(RequestAborted, asyncio.CancelledError):
+            await sender
         await sync_to_async(response.close)()
 
 

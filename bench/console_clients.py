@@ -378,7 +378,6 @@ def wrk_load(
         if line is None:
             raise RuntimeError(f"wrk gave no figures: {out[-500:]}")
         figures.append(json.loads(line[4:]))
-    _drain(ports, path, cookies[0])
     return {
         "p50": max(f["p50"] for f in figures),
         "p95": max(f["p95"] for f in figures),
@@ -386,20 +385,3 @@ def wrk_load(
         "throughput": sum(f["requests"] / f["seconds"] for f in figures),
         "errors": sum(f["errors"] for f in figures),
     }
-
-
-def _drain(ports: list[int], path: str, cookie: str) -> None:
-    """Wait until each server has answered what wrk left in flight.
-
-    wrk stops with a request outstanding on each connection, and the server still runs
-    them to their end: after a load of admin pages (about 0.1 s of work each), seconds of
-    it, which the next page's figures would otherwise count as their own. A server's
-    threads take requests in arrival order, so one more request per server, once answered,
-    is behind all of them."""
-    for port in ports:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        try:
-            conn.request("GET", path, headers={"Cookie": cookie, "Host": "127.0.0.1"})
-            conn.getresponse().read()
-        finally:
-            conn.close()

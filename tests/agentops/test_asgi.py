@@ -1,7 +1,8 @@
 """The ASGI handler (``agentops.asgi.SyncChainASGIHandler``) driven as a server drives it:
 a page is served with its request signals, middleware and view on one of the web threads,
-in one hop; a streaming response (a run's Server-Sent Events) streams until the client goes
-away, and is then closed, its stream ended."""
+in one hop; a request whose client left while it waited for a thread never reaches Django; a
+streaming response (a run's Server-Sent Events) streams until the client goes away, and is
+then closed, its stream ended."""
 
 from __future__ import annotations
 
@@ -95,6 +96,31 @@ def test_a_page_is_served_in_one_hop_to_a_web_thread(threads_seen) -> None:  # t
     assert threads_seen["started"] == threads_seen["finished"]
     assert len(threads_seen["started"]) == 1
     assert threads_seen["started"][0].startswith("django-http")
+
+
+def test_a_request_whose_client_left_while_it_waited_is_dropped(settings, threads_seen) -> None:  # type: ignore[no-untyped-def]
+    settings.AGENTOPS_WEB_THREADS = 1
+    app = SyncChainASGIHandler()
+    release = threading.Event()
+    app._executor.submit(release.wait, 10)  # the one web thread, busy with another request
+
+    async def two_clients() -> tuple[dict[str, Any], bytes]:
+        left = ApplicationCommunicator(app, scope("/login/"))
+        await left.send_input({"type": "http.request", "body": b""})
+        await left.send_input({"type": "http.disconnect"})
+        stays = asyncio.create_task(_serve(app, scope("/login/")))
+        assert await left.receive_nothing(0.2)  # queued behind the busy thread
+        release.set()
+        await left.wait(10)
+        assert await left.receive_nothing(0.05)  # nothing was sent to the client that left
+        return await stays
+
+    start, body = asyncio.run(two_clients())
+    # The client that stayed was served; the one that left never reached Django.
+    assert start["status"] == 200
+    assert b'name="username"' in body
+    assert len(threads_seen["started"]) == 1
+    assert len(threads_seen["finished"]) == 1
 
 
 def test_a_stream_ends_when_its_client_goes_away(team, threads_seen) -> None:  # type: ignore[no-untyped-def]
